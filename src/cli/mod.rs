@@ -1,0 +1,29 @@
+//! Subcommands of the `layercheck` binary, one file each.
+
+mod env;
+
+use clap::{Parser, Subcommand};
+
+/// Finds where inside a neural network an accelerator's numbers drift from the CPU's.
+#[derive(Debug, Parser)]
+#[command(name = "layercheck", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the libtorch version and location, the thread count and whether CUDA is available.
+    Env(env::EnvArgs),
+}
+
+/// Any error a subcommand reports; printed with its chain of causes.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Env(args) => env::run(args),
+    }
+}

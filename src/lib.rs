@@ -1,0 +1,7 @@
+//! layercheck: finds where inside a neural network an accelerator's numbers drift from the CPU's.
+//!
+//! Data flows one way: model -> hook points -> captured tensors -> metrics -> verdict against
+//! golden + thresholds -> test outcome / report. Lower layers know nothing of the harness; the CLI
+//! (`src/main.rs`, `src/cli/`) and the test harness are thin shells over this library.
+
+pub mod libtorch_env;
