@@ -5,3 +5,10 @@
 //! (`src/main.rs`, `src/cli/`) and the test harness are thin shells over this library.
 
 pub mod libtorch_env;
+pub mod hooks;
+pub mod model;
+pub mod target;
+pub mod inputs;
+pub mod tensor_file;
+pub mod capture;
+pub mod run;

@@ -1,5 +1,6 @@
 //! Subcommands of the `layercheck` binary, one file each.
 
+mod capture;
 mod env;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,9 @@ pub struct Cli {
 enum Command {
     /// Print the libtorch version and location, the thread count and whether CUDA is available.
     Env(env::EnvArgs),
+    /// Run a model with hooks on every module and write every output, and the logits, to a
+    /// safetensors capture file.
+    Capture(capture::CaptureArgs),
 }
 
 /// Any error a subcommand reports; printed with its chain of causes.
@@ -25,5 +29,6 @@ pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Env(args) => env::run(args),
+        Command::Capture(args) => capture::run(args),
     }
 }

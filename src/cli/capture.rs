@@ -1,0 +1,93 @@
+//! `layercheck capture`: run a model on a target with hooks on every module and write every
+//! captured output, and the logits, to one safetensors file.
+
+use std::path::PathBuf;
+
+use layercheck::capture::{Mode, Recorder};
+use layercheck::inputs::{read_prompts, TokenBatch, Tokenizer};
+use layercheck::model::{AttentionMask, DecoderModel};
+use layercheck::run::{self, RunSpec};
+use layercheck::target::Target;
+
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// HF model folder (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    model_path: PathBuf,
+    /// Where and in what precision to run: cpu-f32, cpu-f16, cpu-bf16, cuda-f16, cuda-bf16.
+    #[arg(long, default_value = "cpu-f32")]
+    target: Target,
+    #[command(flatten)]
+    input: InputArgs,
+    /// model-forward (one pass) or generate (greedy decoding with a KV cache).
+    #[arg(long, default_value = "model-forward")]
+    mode: Mode,
+    /// New tokens in generate mode.
+    #[arg(long, default_value_t = 8)]
+    max_new_tokens: usize,
+    /// Also capture each module's input (stored as `input:{key}`).
+    #[arg(long)]
+    capture_inputs: bool,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Where the token ids come from.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct InputArgs {
+    /// JSON file of B lists of S token ids.
+    #[arg(long)]
+    input_ids: Option<PathBuf>,
+    /// Prompts to tokenise with the model's tokenizer.json: a JSON list of strings, or one per line.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Sequence length prompts are left-padded to with id 0 (default: the longest prompt).
+    #[arg(long, requires = "prompts")]
+    seq_length: Option<usize>,
+    /// attend-pads (the seed's way: pads attended, positions 0..S-1) or proper (pads masked).
+    #[arg(long, default_value = "attend-pads", value_parser = parse_mask)]
+    attention_mask: AttentionMask,
+}
+
+fn parse_mask(s: &str) -> Result<AttentionMask, String> {
+    match s {
+        "attend-pads" => Ok(AttentionMask::AttendPads),
+        "proper" => Ok(AttentionMask::Proper),
+        other => Err(format!("unknown attention mask \"{other}\" (expected attend-pads or proper)")),
+    }
+}
+
+impl InputArgs {
+    /// The batch these arguments name, tokenising prompts with `model_path`'s tokenizer.
+    pub fn batch(&self, model_path: &std::path::Path) -> Result<TokenBatch, Box<dyn std::error::Error>> {
+        if let Some(path) = &self.input_ids {
+            return Ok(TokenBatch::read_json(path)?);
+        }
+        let path = self.prompts.as_ref().expect("clap requires --input-ids or --prompts");
+        let prompts = read_prompts(path)?;
+        let tokenizer = Tokenizer::load(model_path)?;
+        Ok(TokenBatch::from_prompts(&prompts, &tokenizer, self.seq_length)?)
+    }
+}
+
+pub fn run(args: CaptureArgs) -> super::CliResult {
+    let batch = args.input.batch(&args.model_path)?;
+    let model = DecoderModel::load(&args.model_path, args.target)?;
+    let spec = RunSpec { mode: args.mode, max_new_tokens: args.max_new_tokens, mask: args.input.attention_mask };
+    let recorder = if args.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
+    let capture = run::capture(&model, &args.model_path, &batch, &spec, recorder)?;
+    capture.write(&args.out)?;
+    eprintln!(
+        "captured {} module outputs of {} on {} ({}, batch {} x {} tokens) to {}",
+        capture.keys.len(),
+        args.model_path.display(),
+        args.target,
+        args.mode,
+        batch.batch_size(),
+        batch.seq_len(),
+        args.out.display()
+    );
+    Ok(())
+}

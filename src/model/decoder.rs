@@ -1,0 +1,289 @@
+//! The decoder: embedding, blocks of (RMSNorm, GQA attention with RoPE, SiLU-gated MLP), final
+//! norm and head, computed as fms computes them, with a hook point at every fms module.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use super::config::{Family, ModelConfig};
+use super::rope::RopeTables;
+use super::weights::Checkpoint;
+use super::ModelError;
+use crate::hooks::{Hooks, LayerModule, ModuleKey, Stopped};
+use crate::target::Target;
+
+/// How attention treats the left padding of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionMask {
+    /// As the seed tools do: every token, pads included, is attended; positions are 0..S-1.
+    #[default]
+    AttendPads,
+    /// Pads (id 0 on the left) are masked out and positions start at the first real token.
+    Proper,
+}
+
+/// A decoder model on one target.
+pub struct DecoderModel {
+    pub config: ModelConfig,
+    pub target: Target,
+    device: Device,
+    embedding: Tensor,
+    blocks: Vec<Block>,
+    dec_norm: Tensor,
+    head: Tensor,
+    rope: RopeTables,
+}
+
+struct Block {
+    ln: Tensor,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    dense: Tensor,
+    ff_ln: Tensor,
+    wg: Tensor,
+    w1: Tensor,
+    w2: Tensor,
+}
+
+/// Keys and values of one layer, after RoPE, `[B, Hkv, T, D]`.
+struct LayerCache {
+    keys: Tensor,
+    values: Tensor,
+}
+
+/// What one forward call is given besides its ids.
+struct Step<'c> {
+    positions: Tensor,
+    /// Boolean `[B, 1, Sq, Sk]` (true = attend), or None for plain causal attention.
+    mask: Option<Tensor>,
+    cache: Option<&'c mut Vec<LayerCache>>,
+}
+
+/// The result of a greedy generation.
+pub struct Generation {
+    /// The prompt followed by the new tokens, `[B, S + max_new_tokens]`.
+    pub ids: Tensor,
+}
+
+impl DecoderModel {
+    /// Loads the HF model folder `dir` onto `target`.
+    pub fn load(dir: &Path, target: Target) -> Result<Self, ModelError> {
+        let config = ModelConfig::load(dir)?;
+        let device = target.device()?;
+        let mut ckpt = Checkpoint::load(dir)?;
+        let kind = target.kind();
+        let c = &config;
+        let mut take = |name: &str, shape: &[i64]| -> Result<Tensor, ModelError> {
+            let w = ckpt.take(name, shape)?;
+            Ok(w.tensor.to_device(device).to_kind(kind))
+        };
+        let (e, f) = (c.hidden_size, c.intermediate_size);
+        let embedding = take("model.embed_tokens.weight", &[c.vocab_size, e])?;
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = format!("model.layers.{i}");
+            blocks.push(Block {
+                ln: take(&format!("{p}.input_layernorm.weight"), &[e])?,
+                query: to_fms_rows(&take(&format!("{p}.self_attn.q_proj.weight"), &[c.q_width(), e])?, c.num_heads),
+                key: to_fms_rows(&take(&format!("{p}.self_attn.k_proj.weight"), &[c.kv_width(), e])?, c.num_kv_heads),
+                value: take(&format!("{p}.self_attn.v_proj.weight"), &[c.kv_width(), e])?,
+                dense: take(&format!("{p}.self_attn.o_proj.weight"), &[e, c.q_width()])?,
+                ff_ln: take(&format!("{p}.post_attention_layernorm.weight"), &[e])?,
+                wg: take(&format!("{p}.mlp.gate_proj.weight"), &[f, e])?,
+                w1: take(&format!("{p}.mlp.up_proj.weight"), &[f, e])?,
+                w2: take(&format!("{p}.mlp.down_proj.weight"), &[e, f])?,
+            });
+        }
+        let dec_norm = take("model.norm.weight", &[e])?;
+        let head = if c.tie_word_embeddings {
+            embedding.shallow_clone()
+        } else {
+            take("lm_head.weight", &[c.vocab_size, e])?
+        };
+        // A tied checkpoint may still carry a copy of the embedding as lm_head; anything else
+        // unused means the checkpoint has a feature this model does not implement.
+        let unused: Vec<String> = ckpt
+            .remaining()
+            .into_iter()
+            .filter(|n| !(c.tie_word_embeddings && n == "lm_head.weight") && !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        if !unused.is_empty() {
+            return Err(ModelError::UnusedWeights { path: ckpt.source.clone(), names: unused.join(", ") });
+        }
+        let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device);
+        Ok(DecoderModel { config, target, device, embedding, blocks, dec_norm, head, rope })
+    }
+
+    /// The libtorch device the model's weights live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// One forward over `ids` `[B, S]` (model-forward mode); returns the final logits `[B, S, V]`
+    /// (after Granite's `logits_scaling`), or `Err(Stopped)` when the listener stopped it.
+    pub fn forward(&self, ids: &Tensor, mask: AttentionMask, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
+        let ids = ids.to_device(self.device);
+        let (positions, attn_mask) = self.prompt_positions(&ids, mask);
+        hooks.begin_step(0);
+        self.forward_step(&ids, Step { positions, mask: attn_mask, cache: None }, false, hooks)
+    }
+
+    /// Greedy generation of `max_new_tokens` tokens with a KV cache and no EOS stop, one forward
+    /// call per new token; hooks see every call (the root `model` key included, as in the seed).
+    pub fn generate(&self, ids: &Tensor, max_new_tokens: usize, mask: AttentionMask, hooks: &mut Hooks) -> Result<Generation, Stopped> {
+        let ids = ids.to_device(self.device);
+        let b = ids.size()[0];
+        let (mut positions, mut attn_mask) = self.prompt_positions(&ids, mask);
+        let mut cache: Vec<LayerCache> = Vec::new();
+        let mut all = ids.shallow_clone();
+        let mut next_input = ids.shallow_clone();
+        for step in 0..max_new_tokens {
+            hooks.begin_step(step);
+            let logits = self.forward_step(&next_input, Step { positions: positions.shallow_clone(), mask: attn_mask.as_ref().map(|m| m.shallow_clone()), cache: Some(&mut cache) }, true, hooks)?;
+            let next = logits.select(1, -1).argmax(-1, false).view([b, 1]);
+            all = Tensor::cat(&[&all, &next], 1);
+            next_input = next;
+            positions = positions.select(1, -1).view([b, 1]) + 1;
+            // The new token attends to every key so far, pads excluded when masking properly.
+            attn_mask = attn_mask.map(|m| {
+                let keys = m.select(2, -1).unsqueeze(2);
+                let ones = Tensor::ones([b, 1, 1, 1], (Kind::Bool, self.device));
+                Tensor::cat(&[keys, ones], 3)
+            });
+        }
+        Ok(Generation { ids: all })
+    }
+
+    /// Positions and attention mask for a prompt.
+    fn prompt_positions(&self, ids: &Tensor, mask: AttentionMask) -> (Tensor, Option<Tensor>) {
+        let (b, s) = ids.size2().expect("ids are [B, S]");
+        match mask {
+            AttentionMask::AttendPads => {
+                let positions = Tensor::arange(s, (Kind::Int64, self.device)).unsqueeze(0).expand([b, s], true).contiguous();
+                (positions, None)
+            }
+            AttentionMask::Proper => {
+                // Left padding: a token is real from the first non-zero id of its row on.
+                let real = ids.ne(0).to_kind(Kind::Int64).cumsum(1, Kind::Int64).gt(0);
+                let positions = (real.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0);
+                let causal = Tensor::ones([s, s], (Kind::Bool, self.device)).tril(0);
+                let keys = real.view([b, 1, 1, s]);
+                // A pad query attends to itself only, so that no row is fully masked (NaN).
+                let eye = Tensor::eye(s, (Kind::Bool, self.device)).view([1, 1, s, s]);
+                let m = causal.view([1, 1, s, s]).logical_and(&keys).logical_or(&eye);
+                (positions, Some(m))
+            }
+        }
+    }
+
+    fn forward_step(&self, ids: &Tensor, mut step: Step, root: bool, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
+        let c = &self.config;
+        let embedded = hooks.call(ModuleKey::Embedding, ids, |ids| Tensor::embedding(&self.embedding, ids, -1, false, false))?;
+        let mut x = if c.embedding_multiplier != 1.0 { &embedded * c.embedding_multiplier } else { embedded };
+        let base_input = x.shallow_clone();
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = self.block(i, block, &x, &mut step, hooks)?;
+        }
+        let hidden = hooks.call(ModuleKey::DecNorm, &x, |x| rms_norm(x, &self.dec_norm, c.rms_norm_eps))?;
+        let hidden = hooks.output(ModuleKey::BaseModel, &base_input, hidden)?;
+        let head = hooks.call(ModuleKey::Head, &hidden, |h| h.matmul(&self.head.tr()))?;
+        let logits = if c.logits_scaling != 1.0 { &head / c.logits_scaling } else { head };
+        if root {
+            return hooks.output(ModuleKey::Model, ids, logits);
+        }
+        Ok(logits)
+    }
+
+    fn block(&self, i: usize, w: &Block, x: &Tensor, step: &mut Step, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
+        let c = &self.config;
+        let key = |m| ModuleKey::Layer(i, m);
+        let (b, s, _) = x.size3().expect("hidden states are [B, S, E]");
+        let (h, kvh, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+
+        let normed = hooks.call(key(LayerModule::Ln), x, |x| rms_norm(x, &w.ln, c.rms_norm_eps))?;
+        let in_proj_input = hooks.input(key(LayerModule::InProj), &normed);
+        let q = hooks.call(key(LayerModule::Query), &in_proj_input, |x| x.matmul(&w.query.tr()))?;
+        let k = hooks.call(key(LayerModule::Key), &in_proj_input, |x| x.matmul(&w.key.tr()))?;
+        let v = hooks.call(key(LayerModule::Value), &in_proj_input, |x| x.matmul(&w.value.tr()))?;
+        let (q, k, v) = if hooks.active() {
+            // What the name says: the fused projection q, k, v (not the seed's V-only record).
+            let qkv = hooks.output(key(LayerModule::InProj), &in_proj_input, Tensor::cat(&[&q, &k, &v], -1))?;
+            let parts = qkv.split_with_sizes([c.q_width(), c.kv_width(), c.kv_width()], -1);
+            (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].shallow_clone())
+        } else {
+            (q, k, v)
+        };
+
+        let q = self.rope.apply(&q.view([b, s, h, d]), &step.positions).transpose(1, 2);
+        let mut k = self.rope.apply(&k.view([b, s, kvh, d]), &step.positions).transpose(1, 2);
+        let mut v = v.view([b, s, kvh, d]).transpose(1, 2);
+        if let Some(cache) = step.cache.as_deref_mut() {
+            if let Some(past) = cache.get_mut(i) {
+                k = Tensor::cat(&[&past.keys, &k], 2);
+                v = Tensor::cat(&[&past.values, &v], 2);
+                past.keys = k.shallow_clone();
+                past.values = v.shallow_clone();
+            } else {
+                cache.push(LayerCache { keys: k.shallow_clone(), values: v.shallow_clone() });
+            }
+        }
+        let group = h / kvh;
+        let expand = |t: &Tensor| -> Tensor {
+            if group == 1 {
+                return t.shallow_clone();
+            }
+            let (bb, _, t_len, dd) = t.size4().expect("[B, Hkv, T, D]");
+            t.unsqueeze(2).expand([bb, kvh, group, t_len, dd], false).flatten(1, 2)
+        };
+        let (ke, ve) = (expand(&k), expand(&v));
+        let past_len = ke.size()[2] - s;
+        let attn = match (&step.mask, past_len) {
+            (None, 0) => Tensor::scaled_dot_product_attention(&q, &ke, &ve, None::<Tensor>, 0.0, true, c.attention_scale, false),
+            (None, _) if s == 1 => Tensor::scaled_dot_product_attention(&q, &ke, &ve, None::<Tensor>, 0.0, false, c.attention_scale, false),
+            (Some(m), _) => Tensor::scaled_dot_product_attention(&q, &ke, &ve, Some(m), 0.0, false, c.attention_scale, false),
+            (None, _) => unreachable!("a cached step feeds one token at a time"),
+        };
+        let attn = attn.transpose(1, 2).contiguous().view([b, s, h * d]);
+        let attn_out = hooks.call(key(LayerModule::Dense), &attn, |a| a.matmul(&w.dense.tr()))?;
+        let x = residual(x, &attn_out, c.residual_multiplier);
+
+        let normed = hooks.call(key(LayerModule::FfLn), &x, |x| rms_norm(x, &w.ff_ln, c.rms_norm_eps))?;
+        let ff_input = hooks.input(key(LayerModule::FfSubLayer), &normed);
+        let gate = hooks.call(key(LayerModule::Wg), &ff_input, |x| x.matmul(&w.wg.tr()))?;
+        let act = hooks.call(key(LayerModule::A), &gate, |g| g.silu())?;
+        let up = hooks.call(key(LayerModule::W1), &ff_input, |x| x.matmul(&w.w1.tr()))?;
+        let down = hooks.call(key(LayerModule::W2), &(&act * &up), |x| x.matmul(&w.w2.tr()))?;
+        let ff_out = hooks.output(key(LayerModule::FfSubLayer), &ff_input, down)?;
+        Ok(residual(&x, &ff_out, c.residual_multiplier))
+    }
+
+    /// Whether the model is a Granite (multipliers) rather than a plain Llama.
+    pub fn family(&self) -> Family {
+        self.config.family
+    }
+}
+
+/// `residual + branch * multiplier`, as fms's blocks add a branch back.
+fn residual(residual: &Tensor, branch: &Tensor, multiplier: f64) -> Tensor {
+    if multiplier == 1.0 {
+        residual + branch
+    } else {
+        branch * multiplier + residual
+    }
+}
+
+/// RMSNorm as fms computes it: statistics in float32, result cast back, then scaled.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+    let xf = x.to_kind(Kind::Float);
+    let scale = (xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float) + eps).rsqrt();
+    (xf * scale).to_kind(x.kind()) * weight
+}
+
+/// Permutes HF q/k projection rows into fms's order, in which RoPE rotates adjacent pairs:
+/// within each head, row `2j` is HF row `j` and row `2j+1` is HF row `j + head_dim/2`.
+fn to_fms_rows(w: &Tensor, heads: i64) -> Tensor {
+    let (rows, cols) = w.size2().expect("a projection weight is 2-D");
+    let d = rows / heads;
+    w.view([heads, 2, d / 2, cols]).transpose(1, 2).reshape([rows, cols])
+}

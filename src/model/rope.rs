@@ -1,0 +1,63 @@
+//! Rotary position embeddings as fms applies them: on adjacent pairs of (permuted) q/k rows,
+//! computed in float32 whatever the model's precision.
+
+use tch::{Device, Kind, Tensor};
+
+use super::config::{Llama3Scaling, Rope};
+
+/// Precomputed cos/sin tables, `[max_positions, head_dim/2]` each, float32.
+pub struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeTables {
+    /// Tables for positions `0..max_positions`.
+    pub fn new(rope: &Rope, head_dim: i64, max_positions: i64, device: Device) -> Self {
+        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / head_dim as f64;
+        let mut inv_freq = (Tensor::from(rope.theta as f32).pow(&exponents)).reciprocal();
+        if let Some(scaling) = &rope.llama3 {
+            inv_freq = llama3_scale(&inv_freq, scaling);
+        }
+        let positions = Tensor::arange(max_positions, (Kind::Float, Device::Cpu));
+        let angles = positions.outer(&inv_freq);
+        RopeTables { cos: angles.cos().to_device(device), sin: angles.sin().to_device(device) }
+    }
+
+    /// Rotates `x` `[B, S, H, D]` (rows in fms's interleaved order) for `positions` `[B, S]`.
+    pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Tensor {
+        let (b, s, h, d) = x.size4().expect("rope input is [B, S, H, D]");
+        let pairs = x.to_kind(Kind::Float).view([b, s, h, d / 2, 2]);
+        let x0 = pairs.select(-1, 0);
+        let x1 = pairs.select(-1, 1);
+        let cos = self.cos.index_select(0, &positions.flatten(0, -1)).view([b, s, 1, d / 2]);
+        let sin = self.sin.index_select(0, &positions.flatten(0, -1)).view([b, s, 1, d / 2]);
+        let out0 = &x0 * &cos - &x1 * &sin;
+        let out1 = &x0 * &sin + &x1 * &cos;
+        Tensor::stack(&[out0, out1], -1).view([b, s, h, d]).to_kind(x.kind())
+    }
+}
+
+/// Llama 3.1's frequency scaling of the inverse frequencies.
+fn llama3_scale(inv_freq: &Tensor, s: &Llama3Scaling) -> Tensor {
+    let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+    let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+    let values: Vec<f32> = Vec::<f32>::try_from(inv_freq).expect("float32 frequencies");
+    let scaled: Vec<f32> = values
+        .iter()
+        .map(|&f| {
+            let f = f as f64;
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            let out = if wavelen < high_wavelen {
+                f
+            } else if wavelen > low_wavelen {
+                f / s.factor
+            } else {
+                let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * f / s.factor + smooth * f
+            };
+            out as f32
+        })
+        .collect();
+    Tensor::from_slice(&scaled)
+}

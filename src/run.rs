@@ -1,0 +1,71 @@
+//! Runs a model on a target over a batch, in either mode, and returns what a listener recorded
+//! as a [`Capture`] with the metadata that says what made it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+use crate::capture::{Capture, Mode, Recorder};
+use crate::hooks::Hooks;
+use crate::inputs::TokenBatch;
+use crate::libtorch_env::LIBTORCH_VERSION;
+use crate::model::{AttentionMask, DecoderModel, ModelError};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub mode: Mode,
+    /// New tokens in generate mode (ignored in model-forward mode).
+    pub max_new_tokens: usize,
+    pub mask: AttentionMask,
+}
+
+/// Runs `model` on `batch` with `recorder` listening; a stopped forward is not an error.
+pub fn capture(model: &DecoderModel, model_path: &Path, batch: &TokenBatch, spec: &RunSpec, mut recorder: Recorder) -> Result<Capture, ModelError> {
+    batch.check_vocab(model.config.vocab_size).map_err(|e| ModelError::Input(e.to_string()))?;
+    let ids = batch.to_tensor();
+    let mut extra: Vec<(String, Tensor)> = vec![("input_ids".into(), ids.shallow_clone())];
+    {
+        let mut hooks = Hooks::new(&mut recorder);
+        tch::no_grad(|| match spec.mode {
+            Mode::ModelForward => {
+                if let Ok(logits) = model.forward(&ids, spec.mask, &mut hooks) {
+                    extra.push(("logits".into(), logits));
+                }
+            }
+            Mode::Generate => {
+                if let Ok(generation) = model.generate(&ids, spec.max_new_tokens, spec.mask, &mut hooks) {
+                    extra.push(("output_ids".into(), generation.ids));
+                }
+            }
+        });
+    }
+    let metadata = provenance(model, model_path, spec)?;
+    Ok(Capture::from_records(&recorder.records, extra, metadata))
+}
+
+/// The metadata of a capture: what model, target, mode and versions made it.
+pub fn provenance(model: &DecoderModel, model_path: &Path, spec: &RunSpec) -> Result<HashMap<String, String>, ModelError> {
+    let config = model_path.join("config.json");
+    let bytes = std::fs::read(&config).map_err(|source| ModelError::Io { path: config.clone(), source, hint: "config.json vanished after loading" })?;
+    let name = model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let abs: PathBuf = std::fs::canonicalize(model_path).unwrap_or_else(|_| model_path.to_path_buf());
+    Ok(HashMap::from([
+        ("model".into(), name),
+        ("model_path".into(), abs.display().to_string()),
+        ("config_sha256".into(), hex(&Sha256::digest(&bytes))),
+        ("target".into(), model.target.to_string()),
+        ("mode".into(), spec.mode.to_string()),
+        ("max_new_tokens".into(), if spec.mode == Mode::Generate { spec.max_new_tokens } else { 0 }.to_string()),
+        ("attention_mask".into(), match spec.mask { AttentionMask::AttendPads => "attend-pads", AttentionMask::Proper => "proper" }.into()),
+        ("layercheck_version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("libtorch_version".into(), LIBTORCH_VERSION.into()),
+    ]))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
