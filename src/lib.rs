@@ -12,3 +12,4 @@ pub mod inputs;
 pub mod tensor_file;
 pub mod capture;
 pub mod run;
+pub mod harness;

@@ -1,0 +1,4 @@
+//! The per-layer test suite: one libtest-mimic test per (model, target, mode, batch size, sequence
+//! length[, new tokens], layer), compared with stored CPU golden data and threshold files.
+
+pub mod test_name;
