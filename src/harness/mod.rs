@@ -1,4 +1,5 @@
 //! The per-layer test suite: one libtest-mimic test per (model, target, mode, batch size, sequence
 //! length[, new tokens], layer), compared with stored CPU golden data and threshold files.
 
+pub mod golden;
 pub mod test_name;

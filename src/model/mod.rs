@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 pub use config::{Family, Llama3Scaling, ModelConfig, Rope};
 pub use decoder::{AttentionMask, DecoderModel, Generation};
-pub use weights::Checkpoint;
+pub use weights::{weights_sha256, Checkpoint};
 
 use crate::target::TargetError;
 

@@ -122,3 +122,18 @@ fn read_file(file: &Path, into: &mut HashMap<String, Weight>) -> Result<(), Mode
     }
     Ok(())
 }
+
+/// The sha256 of a model folder's checkpoint files (in name order, content only): what golden
+/// files record so that a change of weights shows as staleness, not as a numeric failure.
+pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    let index = dir.join("model.safetensors.index.json");
+    let mut files = if index.exists() { shard_files(&index)? } else { vec![dir.join("model.safetensors")] };
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in &files {
+        let mut f = std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file is missing" })?;
+        std::io::copy(&mut f, &mut hasher).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file could not be read" })?;
+    }
+    Ok(crate::run::hex(&hasher.finalize()))
+}

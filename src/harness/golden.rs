@@ -1,0 +1,164 @@
+//! The golden store: the CPU float32 reference capture of each case, one file per case under
+//! `golden/{model}/`, with the provenance that tells a stale golden from a numeric failure.
+//!
+//! A golden file is a capture file (see `src/capture.rs`) of the reference target, inputs
+//! included, plus metadata `weights_sha256` and `input_ids_sha256`. It is shared by every target
+//! and feed of the same (model, mode, batch, seq, new tokens). Files are written atomically, and
+//! only in update mode (`LAYERCHECK_UPDATE_GOLDEN=1`), which is refused under CI.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+use super::test_name::CaseId;
+use crate::capture::{Capture, CaptureError, Mode};
+use crate::run::hex;
+
+/// The environment variable that turns on golden regeneration.
+pub const UPDATE_VAR: &str = "LAYERCHECK_UPDATE_GOLDEN";
+
+/// Whether golden files are verified (the default) or regenerated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateMode {
+    Verify,
+    Update,
+}
+
+impl UpdateMode {
+    /// Reads [`UPDATE_VAR`]: unset, `0` or `no` verify; `1` or `yes` update (refused when `CI` is set).
+    pub fn from_env() -> Result<Self, GoldenError> {
+        Self::parse(std::env::var(UPDATE_VAR).ok().as_deref(), std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0"))
+    }
+
+    /// [`UpdateMode::from_env`] on given values.
+    pub fn parse(value: Option<&str>, ci: bool) -> Result<Self, GoldenError> {
+        match value {
+            None | Some("") | Some("0") | Some("no") => Ok(UpdateMode::Verify),
+            Some("1") | Some("yes") if ci => Err(GoldenError::UpdateUnderCi),
+            Some("1") | Some("yes") => Ok(UpdateMode::Update),
+            Some(other) => Err(GoldenError::BadUpdateValue(other.to_string())),
+        }
+    }
+}
+
+/// What a golden file must have been made from to be current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub config_sha256: String,
+    pub weights_sha256: String,
+    pub input_ids_sha256: String,
+}
+
+impl Provenance {
+    /// The sha256 of a `[B, S]` int64 id tensor's values.
+    pub fn ids_sha256(ids: &Tensor) -> String {
+        let values: Vec<i64> = Vec::<i64>::try_from(ids.flatten(0, -1)).unwrap_or_default();
+        let mut h = Sha256::new();
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+        h.update(format!("{:?}", ids.size()).as_bytes());
+        hex(&h.finalize())
+    }
+}
+
+/// Why a golden file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    #[error("golden file {path} is missing\n(hint: generate it with `{fix}`)")]
+    Missing { path: PathBuf, fix: String },
+    #[error("golden file {path} is stale: {what} changed since it was made (golden {old}, now {new})\n(hint: if the change is intended, regenerate with `{fix}` and review the manifest diff)")]
+    Stale { path: PathBuf, what: &'static str, old: String, new: String, fix: String },
+    #[error("golden file {path} cannot be read: {source}\n(hint: regenerate it with `{fix}`)")]
+    Unreadable { path: PathBuf, source: CaptureError, fix: String },
+    #[error("refusing to regenerate golden files under CI ({UPDATE_VAR} is set and so is CI)\n(hint: regenerate them on a workstation and commit them)")]
+    UpdateUnderCi,
+    #[error("{UPDATE_VAR}={0} is not understood\n(hint: use {UPDATE_VAR}=1 to regenerate golden files, or leave it unset)")]
+    BadUpdateValue(String),
+    #[error("could not write golden file {path}: {source}")]
+    Write { path: PathBuf, source: CaptureError },
+}
+
+/// The folder of golden files.
+#[derive(Debug, Clone)]
+pub struct GoldenStore {
+    pub dir: PathBuf,
+}
+
+impl GoldenStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        GoldenStore { dir: dir.into() }
+    }
+
+    /// `golden/{model}/{fwd|gen}-b{B}-s{S}[-n{T}].safetensors`: one file per reference run.
+    pub fn path(&self, case: &CaseId) -> PathBuf {
+        let mode = match case.mode {
+            Mode::ModelForward => "fwd",
+            Mode::Generate => "gen",
+        };
+        let mut name = format!("{mode}-b{}-s{}", case.batch_size, case.seq_len);
+        if let Some(n) = case.max_new_tokens {
+            name.push_str(&format!("-n{n}"));
+        }
+        self.dir.join(&case.model).join(format!("{name}.safetensors"))
+    }
+
+    /// Loads the golden of `case`, failing as missing, unreadable or stale against `expected`.
+    pub fn load(&self, case: &CaseId, expected: &Provenance, fix: &str) -> Result<Capture, GoldenError> {
+        let path = self.path(case);
+        if !path.exists() {
+            return Err(GoldenError::Missing { path, fix: fix.to_string() });
+        }
+        let capture = Capture::read(&path).map_err(|source| GoldenError::Unreadable { path: path.clone(), source, fix: fix.to_string() })?;
+        let meta = |k: &str| capture.metadata.get(k).cloned().unwrap_or_else(|| "(none)".into());
+        for (what, key, now) in [
+            ("the model's config.json", "config_sha256", &expected.config_sha256),
+            ("the model's weights", "weights_sha256", &expected.weights_sha256),
+            ("the case's input ids", "input_ids_sha256", &expected.input_ids_sha256),
+        ] {
+            let old = meta(key);
+            if &old != now {
+                return Err(GoldenError::Stale { path, what, old, new: now.clone(), fix: fix.to_string() });
+            }
+        }
+        Ok(capture)
+    }
+
+    /// Writes the golden of `case` atomically, recording `provenance`.
+    pub fn write(&self, case: &CaseId, mut capture: Capture, provenance: &Provenance) -> Result<PathBuf, GoldenError> {
+        let path = self.path(case);
+        capture.metadata.insert("weights_sha256".into(), provenance.weights_sha256.clone());
+        capture.metadata.insert("input_ids_sha256".into(), provenance.input_ids_sha256.clone());
+        capture.metadata.insert("config_sha256".into(), provenance.config_sha256.clone());
+        capture.write(&path).map_err(|source| GoldenError::Write { path: path.clone(), source })?;
+        Ok(path)
+    }
+
+    /// Whether `path` lies in this store (for messages).
+    pub fn contains(&self, path: &Path) -> bool {
+        path.starts_with(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_mode_is_explicit_and_refused_under_ci() {
+        assert_eq!(UpdateMode::parse(None, false).unwrap(), UpdateMode::Verify);
+        assert_eq!(UpdateMode::parse(Some("0"), true).unwrap(), UpdateMode::Verify);
+        assert_eq!(UpdateMode::parse(Some("1"), false).unwrap(), UpdateMode::Update);
+        assert!(matches!(UpdateMode::parse(Some("1"), true), Err(GoldenError::UpdateUnderCi)));
+        let err = UpdateMode::parse(Some("overwrite"), false).unwrap_err().to_string();
+        assert!(err.contains("LAYERCHECK_UPDATE_GOLDEN=overwrite is not understood"), "{err}");
+    }
+
+    #[test]
+    fn one_file_per_reference_run() {
+        let store = GoldenStore::new("golden");
+        let case: CaseId = "m::cpu-f16::gen::iso::b2::s8::n4::summary".parse::<super::super::test_name::TestName>().unwrap().case;
+        assert_eq!(store.path(&case), PathBuf::from("golden/m/gen-b2-s8-n4.safetensors"));
+    }
+}
