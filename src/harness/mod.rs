@@ -2,4 +2,5 @@
 //! length[, new tokens], layer), compared with stored CPU golden data and threshold files.
 
 pub mod golden;
+pub mod matrix;
 pub mod test_name;

@@ -1,0 +1,313 @@
+//! The test matrix: `layercheck.toml` at the repository root, plus environment overrides in the
+//! spirit of the seed's `FMS_TEST_SHAPES_*` variables. It expands to the list of cases; listing it
+//! touches no weights and no golden files.
+//!
+//! Overrides (comma-separated lists, replacing the file's `[matrix]` entry):
+//! `LAYERCHECK_MODELS`, `LAYERCHECK_TARGETS`, `LAYERCHECK_MODES`, `LAYERCHECK_FEEDS`,
+//! `LAYERCHECK_BATCH_SIZES`, `LAYERCHECK_SEQ_LENGTHS`, `LAYERCHECK_MAX_NEW_TOKENS`;
+//! `LAYERCHECK_MATRIX` names another matrix file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::test_name::{is_segment, CaseId, Feed};
+use crate::capture::Mode;
+use crate::hooks::ModuleKey;
+use crate::target::Target;
+
+/// The default matrix file, relative to the repository root.
+pub const MATRIX_FILE: &str = "layercheck.toml";
+
+/// Why the matrix could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error("{path}: {source}\n(hint: the test matrix is {MATRIX_FILE} at the repository root, or the file LAYERCHECK_MATRIX names)")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {problem}\n(hint: see the comments at the top of {MATRIX_FILE})")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("environment variable {var}={value}: {problem}")]
+    Env { var: &'static str, value: String, problem: String },
+}
+
+/// One model the suite knows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// HF model folder, relative to the repository root.
+    pub path: PathBuf,
+    /// Prompts (one per line, or a JSON list) from which each case takes its first B that fit S.
+    pub prompts: PathBuf,
+    /// Threshold JSON (the Python tools' schema, with layercheck's per-shape extension).
+    pub thresholds: PathBuf,
+    /// Also keep every module's input in the golden files (needed by isolated feeding).
+    #[serde(default)]
+    pub golden_inputs: bool,
+}
+
+/// A target that injects a deterministic fault: `base` with `module`'s output perturbed by
+/// `amplitude` times its RMS, in a fixed sinusoidal pattern.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultEntry {
+    pub base: String,
+    pub module: String,
+    pub amplitude: f64,
+}
+
+/// How observed metrics may exceed a threshold before a layer fails (deepview: rtol 0.05, atol 1e-6).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Margins {
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+impl Default for Margins {
+    fn default() -> Self {
+        Margins { rtol: 0.05, atol: 1e-6 }
+    }
+}
+
+/// The `[matrix]` table: the axes whose product is the list of cases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axes {
+    pub models: Vec<String>,
+    pub targets: Vec<String>,
+    #[serde(default = "default_modes")]
+    pub modes: Vec<String>,
+    #[serde(default = "default_feeds")]
+    pub feeds: Vec<String>,
+    pub batch_sizes: Vec<usize>,
+    pub seq_lengths: Vec<usize>,
+    #[serde(default)]
+    pub max_new_tokens: Vec<usize>,
+}
+
+fn default_modes() -> Vec<String> {
+    vec!["model-forward".into()]
+}
+
+fn default_feeds() -> Vec<String> {
+    vec!["cumulative".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatrixFile {
+    #[serde(default = "default_golden_dir")]
+    golden_dir: PathBuf,
+    #[serde(default)]
+    margins: Margins,
+    models: BTreeMap<String, ModelEntry>,
+    #[serde(default)]
+    faults: BTreeMap<String, FaultEntry>,
+    matrix: Axes,
+}
+
+fn default_golden_dir() -> PathBuf {
+    "golden".into()
+}
+
+/// How a case's target runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetSpec {
+    Plain(Target),
+    Fault { base: Target, module: ModuleKey, amplitude: f64 },
+}
+
+impl TargetSpec {
+    /// The device and precision the target runs on.
+    pub fn base(&self) -> Target {
+        match self {
+            TargetSpec::Plain(t) => *t,
+            TargetSpec::Fault { base, .. } => *base,
+        }
+    }
+}
+
+/// The resolved suite: settings and every case, in a stable order.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    /// The repository root all paths are relative to.
+    pub root: PathBuf,
+    pub golden_dir: PathBuf,
+    pub margins: Margins,
+    pub models: BTreeMap<String, ModelEntry>,
+    pub targets: BTreeMap<String, TargetSpec>,
+    pub cases: Vec<CaseId>,
+}
+
+impl Matrix {
+    /// Reads the matrix of the repository at `root`, applying the environment's overrides.
+    pub fn from_env(root: &Path) -> Result<Self, MatrixError> {
+        let file = std::env::var_os("LAYERCHECK_MATRIX").map(PathBuf::from).unwrap_or_else(|| root.join(MATRIX_FILE));
+        let text = std::fs::read_to_string(&file).map_err(|source| MatrixError::Io { path: file.clone(), source })?;
+        Self::parse(root, &file, &text, |var| std::env::var(var).ok())
+    }
+
+    /// Parses matrix text; `env` looks up override variables.
+    pub fn parse(root: &Path, file: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, MatrixError> {
+        let invalid = |problem: String| MatrixError::Invalid { path: file.to_path_buf(), problem };
+        let parsed: MatrixFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut axes = parsed.matrix.clone();
+        override_list(&env, "LAYERCHECK_MODELS", &mut axes.models, |s| Ok(s.to_string()))?;
+        override_list(&env, "LAYERCHECK_TARGETS", &mut axes.targets, |s| Ok(s.to_string()))?;
+        override_list(&env, "LAYERCHECK_MODES", &mut axes.modes, |s| Ok(s.to_string()))?;
+        override_list(&env, "LAYERCHECK_FEEDS", &mut axes.feeds, |s| Ok(s.to_string()))?;
+        override_list(&env, "LAYERCHECK_BATCH_SIZES", &mut axes.batch_sizes, parse_positive)?;
+        override_list(&env, "LAYERCHECK_SEQ_LENGTHS", &mut axes.seq_lengths, parse_positive)?;
+        override_list(&env, "LAYERCHECK_MAX_NEW_TOKENS", &mut axes.max_new_tokens, parse_positive)?;
+
+        for (name, _) in &parsed.models {
+            if !is_segment(name) {
+                return Err(invalid(format!("model name \"{name}\" must be made of [a-z0-9._-]")));
+            }
+        }
+        let mut targets = BTreeMap::new();
+        for (name, fault) in &parsed.faults {
+            if !is_segment(name) || name.parse::<Target>().is_ok() {
+                return Err(invalid(format!("fault target name \"{name}\" must be made of [a-z0-9._-] and differ from the plain targets")));
+            }
+            let base = fault.base.parse::<Target>().map_err(|e| invalid(format!("faults.{name}.base: {e}")))?;
+            let module = fault.module.parse::<ModuleKey>().map_err(|e| invalid(format!("faults.{name}.module: {e}")))?;
+            targets.insert(name.clone(), TargetSpec::Fault { base, module, amplitude: fault.amplitude });
+        }
+        for t in Target::ALL {
+            targets.insert(t.to_string(), TargetSpec::Plain(t));
+        }
+        for m in &axes.models {
+            if !parsed.models.contains_key(m) {
+                let known: Vec<&String> = parsed.models.keys().collect();
+                return Err(invalid(format!("matrix model \"{m}\" has no [models.{m}] entry (known: {known:?})")));
+            }
+        }
+        for t in &axes.targets {
+            if !targets.contains_key(t) {
+                return Err(invalid(format!("matrix target \"{t}\" is neither a plain target (cpu-f32, cpu-f16, cpu-bf16, cuda-f16, cuda-bf16) nor a [faults.{t}] entry")));
+            }
+        }
+        let modes: Vec<Mode> = axes.modes.iter().map(|m| m.parse::<Mode>().map_err(invalid)).collect::<Result<_, _>>()?;
+        let feeds: Vec<Feed> = axes
+            .feeds
+            .iter()
+            .map(|f| match f.as_str() {
+                "cumulative" => Ok(Feed::Cumulative),
+                "isolated" => Ok(Feed::Isolated),
+                other => Err(invalid(format!("unknown feed \"{other}\" (expected cumulative or isolated)"))),
+            })
+            .collect::<Result<_, _>>()?;
+        if modes.contains(&Mode::Generate) && axes.max_new_tokens.is_empty() {
+            return Err(invalid("generate mode needs max_new_tokens".into()));
+        }
+        let mut cases = Vec::new();
+        for model in &axes.models {
+            for target in &axes.targets {
+                for &mode in &modes {
+                    for &feed in &feeds {
+                        for &batch_size in &axes.batch_sizes {
+                            for &seq_len in &axes.seq_lengths {
+                                let news: Vec<Option<usize>> = match mode {
+                                    Mode::ModelForward => vec![None],
+                                    Mode::Generate => axes.max_new_tokens.iter().map(|&n| Some(n)).collect(),
+                                };
+                                for max_new_tokens in news {
+                                    cases.push(CaseId { model: model.clone(), target: target.clone(), mode, feed, batch_size, seq_len, max_new_tokens });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Matrix { root: root.to_path_buf(), golden_dir: root.join(&parsed.golden_dir), margins: parsed.margins, models: parsed.models, targets, cases })
+    }
+
+    /// The model entry of a case.
+    pub fn model(&self, case: &CaseId) -> &ModelEntry {
+        &self.models[&case.model]
+    }
+
+    /// The target of a case.
+    pub fn target(&self, case: &CaseId) -> &TargetSpec {
+        &self.targets[&case.target]
+    }
+
+    /// A path of the matrix file, made absolute against the root.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    s.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("\"{s}\" is not a positive integer"))
+}
+
+fn override_list<T>(env: &impl Fn(&str) -> Option<String>, var: &'static str, into: &mut Vec<T>, parse: impl Fn(&str) -> Result<T, String>) -> Result<(), MatrixError> {
+    let Some(value) = env(var) else { return Ok(()) };
+    let items: Vec<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if items.is_empty() {
+        return Err(MatrixError::Env { var, value, problem: "is empty; unset it to use the matrix file".into() });
+    }
+    *into = items.into_iter().map(|s| parse(s).map_err(|problem| MatrixError::Env { var, value: value.clone(), problem })).collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+        [models.tiny]
+        path = "models/tiny"
+        prompts = "p.txt"
+        thresholds = "t.json"
+        [faults.fault-dense]
+        base = "cpu-f32"
+        module = "model.base_model.layers1.attn.dense"
+        amplitude = 0.5
+        [matrix]
+        models = ["tiny"]
+        targets = ["cpu-f16", "fault-dense"]
+        batch_sizes = [1, 2]
+        seq_lengths = [16]
+    "#;
+
+    fn parse(env: &[(&str, &str)]) -> Result<Matrix, MatrixError> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Matrix::parse(Path::new("/repo"), Path::new("/repo/layercheck.toml"), TEXT, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn expands_the_product_of_axes() {
+        let m = parse(&[]).unwrap();
+        let names: Vec<String> = m.cases.iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, ["tiny::cpu-f16::fwd::b1::s16", "tiny::cpu-f16::fwd::b2::s16", "tiny::fault-dense::fwd::b1::s16", "tiny::fault-dense::fwd::b2::s16"]);
+        assert_eq!(m.margins, Margins { rtol: 0.05, atol: 1e-6 });
+        assert!(matches!(m.target(&m.cases[2]), TargetSpec::Fault { amplitude, .. } if *amplitude == 0.5));
+    }
+
+    #[test]
+    fn environment_overrides_axes() {
+        let m = parse(&[("LAYERCHECK_TARGETS", "cpu-bf16"), ("LAYERCHECK_BATCH_SIZES", "3"), ("LAYERCHECK_MODES", "generate"), ("LAYERCHECK_MAX_NEW_TOKENS", "2,4"), ("LAYERCHECK_FEEDS", "isolated")]).unwrap();
+        let names: Vec<String> = m.cases.iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, ["tiny::cpu-bf16::gen::iso::b3::s16::n2", "tiny::cpu-bf16::gen::iso::b3::s16::n4"]);
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_fallbacks() {
+        let err = parse(&[("LAYERCHECK_BATCH_SIZES", "1,x")]).unwrap_err().to_string();
+        assert!(err.contains("LAYERCHECK_BATCH_SIZES=1,x") && err.contains("\"x\" is not a positive integer"), "{err}");
+        let err = parse(&[("LAYERCHECK_TARGETS", "tpu-f8")]).unwrap_err().to_string();
+        assert!(err.contains("matrix target \"tpu-f8\""), "{err}");
+        let err = parse(&[("LAYERCHECK_MODELS", "huge")]).unwrap_err().to_string();
+        assert!(err.contains("no [models.huge] entry"), "{err}");
+        let err = parse(&[("LAYERCHECK_FEEDS", "")]).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        let bad = TEXT.replace("amplitude = 0.5", "amplitude = 0.5\nsize = 3");
+        let err = Matrix::parse(Path::new("/r"), Path::new("/r/m.toml"), &bad, |_| None).unwrap_err().to_string();
+        assert!(err.contains("/r/m.toml") && err.contains("unknown field `size`"), "{err}");
+    }
+}
