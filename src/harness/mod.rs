@@ -3,4 +3,5 @@
 
 pub mod golden;
 pub mod matrix;
+pub mod target_listener;
 pub mod test_name;
