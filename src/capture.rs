@@ -6,7 +6,10 @@
 //! One safetensors file. This is also how a real accelerator's run, captured elsewhere (e.g. by
 //! fms with forward hooks), is handed to layercheck.
 //! - Tensor `{key}` for each module output, `key` the fms file key (`model.base_model.layers7.ln`);
-//!   in generate mode the first forward call keeps the plain key and call `n >= 1` is `{key}.iter-{n}`.
+//!   in generate mode the first forward call keeps the plain key, and each later record is
+//!   `{key}.iter-{n}` with `n` the 1-based index of the record among all records of the run, as
+//!   the seed's hooks number them (3 layers, 2 steps: the prefill's 41 records are plain, the second
+//!   step's run from `model.base_model.embedding.iter-42` to `model.iter-82`).
 //!   Tuple outputs hold what their name says: `attn.in_proj` is q, k, v concatenated on the last
 //!   dimension; `model.base_model` the final hidden states; `model` (generate mode) the logits.
 //! - Tensor `input:{key}` (same suffix rule): the module's input, when inputs were captured.
@@ -61,24 +64,36 @@ impl FromStr for Mode {
     }
 }
 
-/// The tensor name of a module output recorded at forward call `step`.
-pub fn record_name(key: ModuleKey, step: usize) -> String {
+/// The tensor name of the `index`-th record of a run (1-based, all modules counted) made at
+/// forward call `step`: the plain key in the first call, `{key}.iter-{index}` after.
+pub fn record_name(key: ModuleKey, step: usize, index: usize) -> String {
     if step == 0 {
         key.to_string()
     } else {
-        format!("{key}.iter-{step}")
+        format!("{key}.iter-{index}")
     }
 }
 
-/// The tensor name of a module input recorded at forward call `step`.
-pub fn input_name(key: ModuleKey, step: usize) -> String {
-    format!("input:{}", record_name(key, step))
+/// The tensor name of a module input recorded under output name `name`.
+pub fn input_name(name: &str) -> String {
+    format!("input:{name}")
+}
+
+/// Splits a record name into its module key and `.iter-N` index, if any.
+pub fn parse_record_name(name: &str) -> Option<(ModuleKey, Option<usize>)> {
+    if let Some((key, n)) = name.rsplit_once(".iter-") {
+        let n: usize = n.parse().ok()?;
+        return Some((key.parse().ok()?, Some(n)));
+    }
+    Some((name.parse().ok()?, None))
 }
 
 /// One recorded module call.
 pub struct Record {
     pub key: ModuleKey,
     pub step: usize,
+    /// The tensor name (see [`record_name`]).
+    pub name: String,
     pub output: Tensor,
     pub input: Option<Tensor>,
 }
@@ -91,6 +106,8 @@ pub struct Recorder {
     capture_inputs: bool,
     stop_after: Option<ModuleKey>,
     step: usize,
+    /// Hook calls so far, recorded or not: the seed's `.iter-N` counter.
+    calls: usize,
     pub records: Vec<Record>,
 }
 
@@ -126,10 +143,12 @@ impl Listener for Recorder {
     }
 
     fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()> {
+        self.calls += 1;
         if self.selected(key) {
             self.records.push(Record {
                 key,
                 step: self.step,
+                name: record_name(key, self.step, self.calls),
                 output: output.shallow_clone(),
                 input: input.map(Tensor::shallow_clone),
             });
@@ -164,9 +183,9 @@ impl Capture {
         let mut keys = Vec::with_capacity(records.len());
         let mut tensors = HashMap::new();
         for r in records {
-            let name = record_name(r.key, r.step);
+            let name = r.name.clone();
             if let Some(input) = &r.input {
-                tensors.insert(input_name(r.key, r.step), input.shallow_clone());
+                tensors.insert(input_name(&name), input.shallow_clone());
             }
             tensors.insert(name.clone(), r.output.shallow_clone());
             keys.push(name);
@@ -183,6 +202,22 @@ impl Capture {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         tensor_file::write_atomic(path, &named, self.metadata.clone())?;
         Ok(())
+    }
+
+    /// Module inputs by (key, forward call), when the capture has them: the k-th record of a key
+    /// (in recorded order) belongs to call k.
+    pub fn inputs_by_step(&self) -> HashMap<(ModuleKey, usize), Tensor> {
+        let mut seen: HashMap<ModuleKey, usize> = HashMap::new();
+        let mut out = HashMap::new();
+        for name in &self.keys {
+            let Some((key, _)) = parse_record_name(name) else { continue };
+            let step = seen.entry(key).or_insert(0);
+            if let Some(t) = self.tensors.get(&input_name(name)) {
+                out.insert((key, *step), t.shallow_clone());
+            }
+            *step += 1;
+        }
+        out
     }
 
     /// Reads a capture file, checking its format entry and that every listed key is present.

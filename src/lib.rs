@@ -13,3 +13,8 @@ pub mod tensor_file;
 pub mod capture;
 pub mod run;
 pub mod harness;
+pub mod formats;
+pub mod metrics;
+pub mod thresholds;
+pub mod py_random;
+pub mod sharegpt;

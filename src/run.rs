@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use crate::capture::{Capture, Mode, Recorder};
-use crate::hooks::Hooks;
+use crate::hooks::{Hooks, Listener};
 use crate::inputs::TokenBatch;
 use crate::libtorch_env::LIBTORCH_VERSION;
 use crate::model::{AttentionMask, DecoderModel, ModelError};
@@ -24,26 +24,32 @@ pub struct RunSpec {
 
 /// Runs `model` on `batch` with `recorder` listening; a stopped forward is not an error.
 pub fn capture(model: &DecoderModel, model_path: &Path, batch: &TokenBatch, spec: &RunSpec, mut recorder: Recorder) -> Result<Capture, ModelError> {
+    let extra = execute(model, batch, spec, None, &mut recorder)?;
+    let metadata = provenance(model, model_path, spec)?;
+    Ok(Capture::from_records(&recorder.records, extra, metadata))
+}
+
+/// Runs `model` on `batch` with any listener; returns `input_ids` and, when the run was not
+/// stopped, `logits` (model-forward) or `output_ids` (generate). In generate mode `forced`
+/// (`[B, max_new_tokens]`) replaces the greedy choice of each step.
+pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced: Option<&Tensor>, listener: &mut dyn Listener) -> Result<Vec<(String, Tensor)>, ModelError> {
     batch.check_vocab(model.config.vocab_size).map_err(|e| ModelError::Input(e.to_string()))?;
     let ids = batch.to_tensor();
     let mut extra: Vec<(String, Tensor)> = vec![("input_ids".into(), ids.shallow_clone())];
-    {
-        let mut hooks = Hooks::new(&mut recorder);
-        tch::no_grad(|| match spec.mode {
-            Mode::ModelForward => {
-                if let Ok(logits) = model.forward(&ids, spec.mask, &mut hooks) {
-                    extra.push(("logits".into(), logits));
-                }
+    let mut hooks = Hooks::new(listener);
+    tch::no_grad(|| match spec.mode {
+        Mode::ModelForward => {
+            if let Ok(logits) = model.forward(&ids, spec.mask, &mut hooks) {
+                extra.push(("logits".into(), logits));
             }
-            Mode::Generate => {
-                if let Ok(generation) = model.generate(&ids, spec.max_new_tokens, spec.mask, &mut hooks) {
-                    extra.push(("output_ids".into(), generation.ids));
-                }
+        }
+        Mode::Generate => {
+            if let Ok(generation) = model.generate(&ids, spec.max_new_tokens, forced, spec.mask, &mut hooks) {
+                extra.push(("output_ids".into(), generation.ids));
             }
-        });
-    }
-    let metadata = provenance(model, model_path, spec)?;
-    Ok(Capture::from_records(&recorder.records, extra, metadata))
+        }
+    });
+    Ok(extra)
 }
 
 /// The metadata of a capture: what model, target, mode and versions made it.

@@ -2,6 +2,7 @@
 
 mod capture;
 mod env;
+mod thresholds;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,9 @@ enum Command {
     /// Run a model with hooks on every module and write every output, and the logits, to a
     /// safetensors capture file.
     Capture(capture::CaptureArgs),
+    /// Per-layer thresholds from a folder of metric files (seed CSVs or compact files), as
+    /// get_thresholds.py computes them, plus per-(batch, seq) thresholds over prompts.
+    Thresholds(thresholds::ThresholdsArgs),
 }
 
 /// Any error a subcommand reports; printed with its chain of causes.
@@ -30,5 +34,6 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Env(args) => env::run(args),
         Command::Capture(args) => capture::run(args),
+        Command::Thresholds(args) => thresholds::run(args),
     }
 }

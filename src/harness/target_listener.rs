@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use tch::{Kind, Tensor};
 
-use crate::capture::{input_name, Recorder};
+use crate::capture::Recorder;
 use crate::hooks::{Listener, ModuleKey};
 
 /// A deterministic perturbation of one module's output: `amplitude * rms(output) * sin(i)` over
@@ -30,14 +30,14 @@ impl Fault {
 /// Records a target run, with optional golden inputs and an optional fault.
 pub struct TargetListener {
     pub recorder: Recorder,
-    /// Golden tensors by name (`input:{key}` entries are used), for isolated feeding.
-    golden_inputs: Option<HashMap<String, Tensor>>,
+    /// Golden module inputs by (key, forward call), for isolated feeding.
+    golden_inputs: Option<HashMap<(ModuleKey, usize), Tensor>>,
     fault: Option<Fault>,
     step: usize,
 }
 
 impl TargetListener {
-    pub fn new(recorder: Recorder, golden_inputs: Option<HashMap<String, Tensor>>, fault: Option<Fault>) -> Self {
+    pub fn new(recorder: Recorder, golden_inputs: Option<HashMap<(ModuleKey, usize), Tensor>>, fault: Option<Fault>) -> Self {
         TargetListener { recorder, golden_inputs, fault, step: 0 }
     }
 }
@@ -58,7 +58,7 @@ impl Listener for TargetListener {
             return None;
         }
         let golden = self.golden_inputs.as_ref()?;
-        golden.get(&input_name(key, self.step)).map(Tensor::shallow_clone)
+        golden.get(&(key, self.step)).map(Tensor::shallow_clone)
     }
 
     fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()> {

@@ -131,7 +131,9 @@ impl DecoderModel {
 
     /// Greedy generation of `max_new_tokens` tokens with a KV cache and no EOS stop, one forward
     /// call per new token; hooks see every call (the root `model` key included, as in the seed).
-    pub fn generate(&self, ids: &Tensor, max_new_tokens: usize, mask: AttentionMask, hooks: &mut Hooks) -> Result<Generation, Stopped> {
+    /// With `forced` (`[B, max_new_tokens]`), those tokens are fed instead of the argmax, so that a
+    /// target decodes the reference's tokens and every step compares like with like.
+    pub fn generate(&self, ids: &Tensor, max_new_tokens: usize, forced: Option<&Tensor>, mask: AttentionMask, hooks: &mut Hooks) -> Result<Generation, Stopped> {
         let ids = ids.to_device(self.device);
         let b = ids.size()[0];
         let (mut positions, mut attn_mask) = self.prompt_positions(&ids, mask);
@@ -141,7 +143,10 @@ impl DecoderModel {
         for step in 0..max_new_tokens {
             hooks.begin_step(step);
             let logits = self.forward_step(&next_input, Step { positions: positions.shallow_clone(), mask: attn_mask.as_ref().map(|m| m.shallow_clone()), cache: Some(&mut cache) }, true, hooks)?;
-            let next = logits.select(1, -1).argmax(-1, false).view([b, 1]);
+            let next = match forced {
+                Some(tokens) => tokens.to_device(self.device).select(1, step as i64).view([b, 1]),
+                None => logits.select(1, -1).argmax(-1, false).view([b, 1]),
+            };
             all = Tensor::cat(&[&all, &next], 1);
             next_input = next;
             positions = positions.select(1, -1).view([b, 1]) + 1;

@@ -1,0 +1,285 @@
+//! Computes one case: the target's run compared, layer by layer, with the case's golden
+//! reference and thresholds. The result is plain data, shared by every test of the case.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::golden::{GoldenStore, Provenance, UpdateMode, UPDATE_VAR};
+use super::matrix::{Matrix, ModelEntry, TargetSpec};
+use super::target_listener::{Fault, TargetListener};
+use super::test_name::{CaseId, Feed};
+use super::verdict::{check, Bounds, Failure, Observation};
+use crate::capture::{Capture, Mode, Recorder};
+use crate::hooks::ModuleKey;
+use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
+use crate::model::{weights_sha256, AttentionMask, DecoderModel};
+use crate::run::{self, RunSpec};
+use crate::target::Target;
+use crate::thresholds::ThresholdsFile;
+
+/// Everything the tests of one case need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseOutcome {
+    pub case: String,
+    /// Set when the case could not be computed at all (missing or stale golden, bad model...):
+    /// every test of the case fails with it.
+    pub setup_error: Option<String>,
+    /// One entry per module key recorded, in forward order.
+    pub layers: Vec<LayerOutcome>,
+    /// Things a reader should know (e.g. which thresholds were applied).
+    pub notes: Vec<String>,
+}
+
+/// One module's result in a case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerOutcome {
+    /// File key, e.g. `model.base_model.layers1.attn.dense`.
+    pub key: String,
+    pub bounds: Bounds,
+    /// One per (forward call, batch item).
+    pub observations: Vec<Observation>,
+    /// (index into `observations`, failure).
+    pub failures: Vec<(usize, Failure)>,
+    /// Set when this layer could not be compared (e.g. missing from the golden file).
+    pub error: Option<String>,
+}
+
+impl LayerOutcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.error.is_none()
+    }
+}
+
+impl CaseOutcome {
+    /// The first layer that failed, in forward order.
+    pub fn first_failure(&self) -> Option<&LayerOutcome> {
+        self.layers.iter().find(|l| !l.passed())
+    }
+
+    pub fn layer(&self, key: &str) -> Option<&LayerOutcome> {
+        self.layers.iter().find(|l| l.key == key)
+    }
+}
+
+/// Why a case could not be computed; becomes [`CaseOutcome::setup_error`].
+type SetupResult<T> = Result<T, String>;
+
+/// Computes `case` (stopping the target's forward after `stop_after` when given).
+pub fn evaluate(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, update: UpdateMode) -> CaseOutcome {
+    let mut notes = Vec::new();
+    match evaluate_inner(matrix, case, stop_after, update, &mut notes) {
+        Ok(layers) => CaseOutcome { case: case.to_string(), setup_error: None, layers, notes },
+        Err(e) => CaseOutcome { case: case.to_string(), setup_error: Some(e), layers: Vec::new(), notes },
+    }
+}
+
+/// The command that regenerates the golden files of `case`.
+pub fn regenerate_command(case: &CaseId) -> String {
+    format!("{UPDATE_VAR}=1 cargo test --test layers -- '{case}::'")
+}
+
+/// The first `batch_size` prompts of the model's prompt file that fit `seq_len` tokens,
+/// left-padded with id 0 to `seq_len`.
+pub fn case_batch(model_dir: &Path, prompts_file: &Path, batch_size: usize, seq_len: usize) -> SetupResult<TokenBatch> {
+    let tokenizer = Tokenizer::load(model_dir).map_err(|e| e.to_string())?;
+    let prompts = read_prompts(prompts_file).map_err(|e| e.to_string())?;
+    let mut chosen = Vec::new();
+    for p in &prompts {
+        let n = tokenizer.encode(p).map_err(|e| e.to_string())?.len();
+        if n <= seq_len {
+            chosen.push(p.clone());
+        }
+        if chosen.len() == batch_size {
+            break;
+        }
+    }
+    if chosen.len() < batch_size {
+        return Err(format!(
+            "{}: only {} prompt(s) fit in {seq_len} tokens, the case needs {batch_size}\n(hint: add shorter prompts or use a longer sequence length)",
+            prompts_file.display(),
+            chosen.len()
+        ));
+    }
+    TokenBatch::from_prompts(&chosen, &tokenizer, Some(seq_len)).map_err(|e| e.to_string())
+}
+
+fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, update: UpdateMode, notes: &mut Vec<String>) -> SetupResult<Vec<LayerOutcome>> {
+    let entry: &ModelEntry = matrix.model(case);
+    let model_dir = matrix.resolve(&entry.path);
+    if !model_dir.join("config.json").exists() {
+        return Err(format!("model folder {} has no config.json\n(hint: the matrix entry [models.{}] points there; see README \"Models\")", model_dir.display(), case.model));
+    }
+    let batch = case_batch(&model_dir, &matrix.resolve(&entry.prompts), case.batch_size, case.seq_len)?;
+    let ids = batch.to_tensor();
+    let spec = RunSpec { mode: case.mode, max_new_tokens: case.max_new_tokens.unwrap_or(0), mask: AttentionMask::AttendPads };
+    let provenance = Provenance {
+        config_sha256: config_sha256(&model_dir)?,
+        weights_sha256: weights_sha256(&model_dir).map_err(|e| e.to_string())?,
+        input_ids_sha256: Provenance::ids_sha256(&ids),
+    };
+    let store = GoldenStore::new(matrix.golden_dir.clone());
+    let fix = regenerate_command(case);
+    let golden = match update {
+        UpdateMode::Update => regenerate_golden(&store, case, &model_dir, entry, &batch, &spec, &provenance)?,
+        UpdateMode::Verify => store.load(case, &provenance, &fix).map_err(|e| e.to_string())?,
+    };
+
+    let (base, fault) = match matrix.target(case) {
+        TargetSpec::Plain(t) => (*t, None),
+        TargetSpec::Fault { base, module, amplitude } => (*base, Some(Fault { module: *module, amplitude: *amplitude })),
+    };
+    let golden_inputs = match case.feed {
+        Feed::Cumulative => None,
+        Feed::Isolated => {
+            let inputs = golden.inputs_by_step();
+            if inputs.is_empty() {
+                return Err(format!(
+                    "isolated feeding needs module inputs in the golden file {}, and it has none\n(hint: set golden_inputs = true under [models.{}] in the matrix and run `{fix}`)",
+                    store.path(case).display(),
+                    case.model
+                ));
+            }
+            Some(inputs)
+        }
+    };
+    let model = DecoderModel::load(&model_dir, base).map_err(|e| e.to_string())?;
+    let keys = ModuleKey::forward_order(model.config.num_layers, case.mode == Mode::Generate);
+    let recorder = match stop_after {
+        Some(last) => Recorder::only(keys.clone(), Some(last)),
+        None => Recorder::all(),
+    };
+    let forced = golden.tensors.get("output_ids").map(|all| all.narrow(1, case.seq_len as i64, spec.max_new_tokens as i64));
+    if case.mode == Mode::Generate && forced.is_none() {
+        return Err(format!("golden file {} has no output_ids for generate mode\n(hint: `{fix}`)", store.path(case).display()));
+    }
+    let mut listener = TargetListener::new(recorder, golden_inputs, fault);
+    run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
+
+    let bounds = thresholds_for(matrix, entry, case, notes)?;
+    let mut by_key: Vec<LayerOutcome> = Vec::new();
+    for record in &listener.recorder.records {
+        let name = record.name.clone();
+        let key = record.key.to_string();
+        let i = match by_key.iter().position(|l| l.key == key) {
+            Some(i) => i,
+            None => {
+                by_key.push(LayerOutcome { bounds: bounds(&key), key, observations: Vec::new(), failures: Vec::new(), error: None });
+                by_key.len() - 1
+            }
+        };
+        let layer = &mut by_key[i];
+        let Some(reference) = golden.tensors.get(&name) else {
+            layer.error = Some(format!("the golden file {} has no record {name}\n(hint: `{fix}`)", store.path(case).display()));
+            continue;
+        };
+        let comparison = match crate::metrics::compare(reference, &record.output) {
+            Ok(c) => c,
+            Err(e) => {
+                layer.error = Some(format!("record {name}: {e}"));
+                continue;
+            }
+        };
+        for (item, s) in comparison.items.iter().enumerate() {
+            let obs = Observation {
+                record: name.clone(),
+                item,
+                abs_diff_l2: s.abs_diff_l2(),
+                abs_diff_max: s.abs_diff_max,
+                cos_mean: s.cos_mean(),
+                cos_min: s.cos_min,
+                worst_token: s.cos_argmin,
+                target_nonfinite: s.target_nan + s.target_inf,
+                reference_nonfinite: s.reference_nan + s.reference_inf,
+            };
+            let index = layer.observations.len();
+            for f in check(&obs, &layer.bounds, &matrix.margins) {
+                layer.failures.push((index, f));
+            }
+            layer.observations.push(obs);
+        }
+    }
+    Ok(by_key)
+}
+
+fn config_sha256(model_dir: &Path) -> SetupResult<String> {
+    use sha2::{Digest, Sha256};
+    let path = model_dir.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(run::hex(&Sha256::digest(&bytes)))
+}
+
+/// Runs the reference and writes the golden file, holding a lock so that parallel test
+/// processes regenerate it once.
+fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &TokenBatch, spec: &RunSpec, provenance: &Provenance) -> SetupResult<Capture> {
+    let path = store.path(case);
+    let _lock = FileLock::acquire(&lock_path(&path))?;
+    // Another process may have just written it in this run.
+    if let Ok(capture) = store.load(case, provenance, "") {
+        if fresh(&path) {
+            return Ok(capture);
+        }
+    }
+    let model = DecoderModel::load(model_dir, Target::REFERENCE).map_err(|e| e.to_string())?;
+    let recorder = if entry.golden_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
+    let capture = run::capture(&model, model_dir, batch, spec, recorder).map_err(|e| e.to_string())?;
+    store.write(case, capture, provenance).map_err(|e| e.to_string())?;
+    let written = store.load(case, provenance, "").map_err(|e| e.to_string())?;
+    Ok(written)
+}
+
+/// A lock file for `path` outside the repository (the system's temporary folder), so that
+/// locks never show in `git status`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let abs = std::fs::canonicalize(path.parent().unwrap_or(Path::new("."))).unwrap_or_default().join(path.file_name().unwrap_or_default());
+    let digest = run::hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
+    std::env::temp_dir().join("layercheck-locks").join(format!("{}.lock", &digest[..16]))
+}
+
+/// Whether a file was written in the last minute (by this update run).
+fn fresh(path: &Path) -> bool {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|d| d.as_secs() < 60)
+}
+
+/// The bounds of each layer of `case`: layercheck's per-shape thresholds when the file has the
+/// case's shape, else the seed's pooled thresholds (noted, since they measure another quantity).
+fn thresholds_for(matrix: &Matrix, entry: &ModelEntry, case: &CaseId, notes: &mut Vec<String>) -> SetupResult<impl Fn(&str) -> Bounds> {
+    let path: PathBuf = matrix.resolve(&entry.thresholds);
+    let file = ThresholdsFile::read(&path).map_err(|e| format!("{e}\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")"))?;
+    let per_shape = file.per_shape.as_ref().filter(|p| p.shapes.iter().any(|s| s.batch_size == case.batch_size as u64 && s.seq_length == case.seq_len as u64)).cloned();
+    match &per_shape {
+        Some(p) => notes.push(format!("thresholds: {} (per prompt, p{} at batch-size-{}_seq-length-{})", path.display(), p.percentile, case.batch_size, case.seq_len)),
+        None => notes.push(format!("thresholds: {} has no per-shape entry for batch {} x seq {}; applying its pooled seed values (abs_diff, cos_sim_avg), which are looser", path.display(), case.batch_size, case.seq_len)),
+    }
+    let (b, s) = (case.batch_size as u64, case.seq_len as u64);
+    Ok(move |key: &str| match &per_shape {
+        Some(p) => {
+            let t = p.get(b, s, key).copied().unwrap_or_default();
+            Bounds { abs_diff_l2: t.abs_diff_l2, cos_mean: t.cos_mean }
+        }
+        None => Bounds { abs_diff_l2: file.layer("abs_diff", key), cos_mean: file.layer("cos_sim_avg", key).or_else(|| file.layer("cos_sim_mean", key)) },
+    })
+}
+
+/// An exclusive lock on a file, released on drop.
+pub struct FileLock {
+    file: std::fs::File,
+}
+
+impl FileLock {
+    pub fn acquire(path: &Path) -> SetupResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        file.lock().map_err(|e| format!("could not lock {}: {e}", path.display()))?;
+        Ok(FileLock { file })
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}

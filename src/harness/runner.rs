@@ -1,0 +1,130 @@
+//! The libtest-mimic glue: lists one trial per (case, layer) plus a summary per case, and runs
+//! them against shared case outcomes. Listing reads the matrix and each model's config.json only.
+
+use std::collections::{HashMap, HashSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use super::case_cache::CaseCache;
+use super::evaluate::{evaluate, CaseOutcome};
+use super::golden::UpdateMode;
+use super::matrix::Matrix;
+use super::message;
+use super::test_name::{CaseId, Check, TestName};
+use crate::capture::Mode;
+use crate::hooks::ModuleKey;
+use crate::model::ModelConfig;
+
+/// The suite shared by every trial.
+struct Suite {
+    matrix: Matrix,
+    update: UpdateMode,
+    cache: CaseCache,
+}
+
+/// Entry point of the `layers` test target.
+pub fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let root = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let setup = Matrix::from_env(&root).map_err(|e| e.to_string()).and_then(|m| UpdateMode::from_env().map(|u| (m, u)).map_err(|e| e.to_string()));
+    let (matrix, update) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let suite = Arc::new(Suite { matrix, update, cache: CaseCache::from_env() });
+    let names = list(&suite.matrix, &args);
+    let trials = trials(&suite, &args, names);
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Every test name of the matrix, in order; `--exact NAME` takes a fast path that lists only it.
+fn list(matrix: &Matrix, args: &Arguments) -> Vec<TestName> {
+    if let (true, Some(filter)) = (args.exact, &args.filter) {
+        if let Ok(name) = filter.parse::<TestName>() {
+            if matrix.cases.contains(&name.case) {
+                return vec![name];
+            }
+        }
+    }
+    let mut names = Vec::new();
+    for case in &matrix.cases {
+        for key in layer_keys(matrix, case) {
+            names.push(TestName { case: case.clone(), check: Check::Layer(key) });
+        }
+        names.push(TestName { case: case.clone(), check: Check::Summary });
+    }
+    names
+}
+
+/// The module keys of a case, from the model's config.json (no weights are read). A model
+/// whose config cannot be read lists no layer tests; its summary test fails with the reason.
+fn layer_keys(matrix: &Matrix, case: &CaseId) -> Vec<ModuleKey> {
+    let dir = matrix.resolve(&matrix.model(case).path);
+    match ModelConfig::load(&dir) {
+        Ok(config) => ModuleKey::forward_order(config.num_layers, case.mode == Mode::Generate),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn trials(suite: &Arc<Suite>, args: &Arguments, names: Vec<TestName>) -> Vec<Trial> {
+    let selected: Vec<bool> = names.iter().map(|n| !args.is_filtered_out(&Trial::test(n.to_string(), || Ok(())))).collect();
+    let stops = stop_points(suite, &names, &selected);
+    names
+        .into_iter()
+        .map(|name| {
+            let stop_after = stops.get(&name.case).copied().flatten().filter(|_| name.case.mode == Mode::ModelForward);
+            let available = suite.matrix.target(&name.case).base().is_available();
+            let suite = Arc::clone(suite);
+            Trial::test(name.to_string(), move || run_one(&suite, &name, stop_after)).with_ignored_flag(!available)
+        })
+        .collect()
+}
+
+/// Per case, the last selected layer, after which its forward may stop: only in a filtered run
+/// whose outcomes are not shared with other processes (which may need later layers), and not
+/// when the case's summary runs.
+fn stop_points(suite: &Suite, names: &[TestName], selected: &[bool]) -> HashMap<CaseId, Option<ModuleKey>> {
+    let mut stops: HashMap<CaseId, Option<ModuleKey>> = HashMap::new();
+    if suite.cache.shares_between_processes() || selected.iter().all(|&s| s) {
+        return stops;
+    }
+    let mut full: HashSet<CaseId> = HashSet::new();
+    for (name, _) in names.iter().zip(selected).filter(|(_, &s)| s) {
+        match name.check {
+            Check::Summary => {
+                full.insert(name.case.clone());
+            }
+            // Names are in forward order, so the last one seen is the last needed.
+            Check::Layer(key) => {
+                stops.insert(name.case.clone(), Some(key));
+            }
+        }
+    }
+    for case in full {
+        stops.insert(case, None);
+    }
+    stops
+}
+
+fn run_one(suite: &Suite, name: &TestName, stop_after: Option<ModuleKey>) -> Result<(), Failed> {
+    let outcome: Arc<CaseOutcome> = suite.cache.get(&name.case.to_string(), || evaluate(&suite.matrix, &name.case, stop_after, suite.update));
+    if let Some(e) = &outcome.setup_error {
+        return Err(message::setup_failure(name, e).into());
+    }
+    match name.check {
+        Check::Summary => match outcome.first_failure() {
+            None => Ok(()),
+            Some(_) => Err(message::summary_failure(name, &outcome).into()),
+        },
+        Check::Layer(key) => match outcome.layer(&key.to_string()) {
+            Some(layer) if layer.passed() => Ok(()),
+            Some(layer) => Err(message::layer_failure(name, layer, &outcome, &suite.matrix.margins).into()),
+            None => Err(format!("{key} was not recorded in this case's run (was the forward stopped early?)").into()),
+        },
+    }
+}

@@ -1,0 +1,151 @@
+//! The verdict on one record of one layer: its observed metrics against the layer's thresholds,
+//! with margins in the manner of deepview (spec §5), never passing on NaN.
+//!
+//! The quantities are those the thresholds were derived from (`src/thresholds/per_shape.rs`): per
+//! prompt (batch item) and per forward call, the L2 norm of `abs_diff` and the mean of the
+//! per-token cos. A quantity fails when it is worse than its threshold by more than the margin:
+//! - `abs_diff_l2 > th` and `abs_diff_l2 - th > rtol * th + atol`;
+//! - `cos_mean < th` and `(1 - cos_mean) - (1 - th) > rtol * (1 - th) + atol`. deepview applies
+//!   `rtol * th` to the cos itself, which with rtol 0.05 lets cos fall to 0.95 before anything
+//!   fails; we apply the same relative margin to the distance from 1, where it means what it
+//!   means for `abs_diff`.
+//!
+//! A non-finite observation on the target side, or a missing or NaN threshold, fails.
+
+use serde::{Deserialize, Serialize};
+
+use super::matrix::Margins;
+
+/// The thresholds one record is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    pub abs_diff_l2: Option<f64>,
+    pub cos_mean: Option<f64>,
+}
+
+/// What was observed for one record (one module call, one batch item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Record name (`{key}` or `{key}.iter-N`).
+    pub record: String,
+    pub item: usize,
+    pub abs_diff_l2: f64,
+    pub abs_diff_max: f64,
+    pub cos_mean: f64,
+    pub cos_min: f64,
+    /// Token (row within the item) of the smallest cos.
+    pub worst_token: u64,
+    /// NaN or inf elements on the target side that the reference does not have.
+    pub target_nonfinite: u64,
+    pub reference_nonfinite: u64,
+}
+
+/// Why a record failed, one entry per failing quantity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub quantity: String,
+    pub observed: f64,
+    pub threshold: Option<f64>,
+    /// How far past the margin (positive: worse); NaN when not comparable.
+    pub excess: f64,
+    pub reason: String,
+}
+
+/// Checks one observation against its bounds.
+pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    if obs.target_nonfinite > 0 {
+        failures.push(Failure {
+            quantity: "nonfinite".into(),
+            observed: obs.target_nonfinite as f64,
+            threshold: Some(0.0),
+            excess: obs.target_nonfinite as f64,
+            reason: format!("{} NaN/inf element(s) on the target side (reference: {})", obs.target_nonfinite, obs.reference_nonfinite),
+        });
+    }
+    let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;
+    match bounds.abs_diff_l2 {
+        Some(th) if th.is_finite() => {
+            let allowed = limit(th);
+            if !(obs.abs_diff_l2 <= allowed) {
+                failures.push(Failure {
+                    quantity: "abs_diff_l2".into(),
+                    observed: obs.abs_diff_l2,
+                    threshold: Some(th),
+                    excess: obs.abs_diff_l2 - allowed,
+                    reason: format!("abs_diff L2 {:.6e} > threshold {th:.6e} + margin (allowed {allowed:.6e})", obs.abs_diff_l2),
+                });
+            }
+        }
+        other => failures.push(missing("abs_diff_l2", obs.abs_diff_l2, other)),
+    }
+    match bounds.cos_mean {
+        Some(th) if th.is_finite() => {
+            // On the distance from 1: 1 - cos may exceed 1 - th by the margin.
+            let allowed = 1.0 - limit(1.0 - th);
+            if !(obs.cos_mean >= allowed) {
+                failures.push(Failure {
+                    quantity: "cos_mean".into(),
+                    observed: obs.cos_mean,
+                    threshold: Some(th),
+                    excess: allowed - obs.cos_mean,
+                    reason: format!("mean cos {:.9} < threshold {th:.9} - margin (allowed {allowed:.9})", obs.cos_mean),
+                });
+            }
+        }
+        other => failures.push(missing("cos_mean", obs.cos_mean, other)),
+    }
+    failures
+}
+
+fn missing(quantity: &str, observed: f64, th: Option<f64>) -> Failure {
+    let reason = match th {
+        None => format!("no {quantity} threshold for this layer and shape"),
+        Some(v) => format!("the {quantity} threshold is {v}, which cannot be applied"),
+    };
+    Failure { quantity: quantity.into(), observed, threshold: th, excess: f64::NAN, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(abs: f64, cos: f64) -> Observation {
+        Observation { record: "k".into(), item: 0, abs_diff_l2: abs, abs_diff_max: abs, cos_mean: cos, cos_min: cos, worst_token: 0, target_nonfinite: 0, reference_nonfinite: 0 }
+    }
+
+    const M: Margins = Margins { rtol: 0.05, atol: 1e-6 };
+    const B: Bounds = Bounds { abs_diff_l2: Some(1.0), cos_mean: Some(0.999) };
+
+    #[test]
+    fn within_threshold_and_margin_passes() {
+        assert!(check(&obs(1.0, 0.999), &B, &M).is_empty());
+        // 5% over the abs threshold (plus atol) is still inside the margin.
+        assert!(check(&obs(1.05, 0.999), &B, &M).is_empty());
+        // 1 - cos may be 5% above 1 - th: 0.001 * 1.05 = 0.00105.
+        assert!(check(&obs(0.5, 1.0 - 0.00105), &B, &M).is_empty());
+    }
+
+    #[test]
+    fn past_the_margin_fails_naming_the_quantity() {
+        let f = check(&obs(1.06, 0.999), &B, &M);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].quantity, "abs_diff_l2");
+        assert!((f[0].excess - (1.06 - 1.050001)).abs() < 1e-12);
+        let f = check(&obs(0.5, 0.9985), &B, &M);
+        assert_eq!(f.iter().map(|f| f.quantity.as_str()).collect::<Vec<_>>(), ["cos_mean"]);
+    }
+
+    #[test]
+    fn nan_never_passes() {
+        let f = check(&obs(f64::NAN, f64::NAN), &B, &M);
+        assert_eq!(f.iter().map(|f| f.quantity.as_str()).collect::<Vec<_>>(), ["abs_diff_l2", "cos_mean"]);
+        let mut o = obs(0.0, 1.0);
+        o.target_nonfinite = 3;
+        assert_eq!(check(&o, &B, &M)[0].quantity, "nonfinite");
+        let nan_th = Bounds { abs_diff_l2: Some(f64::NAN), cos_mean: None };
+        let f = check(&obs(0.0, 1.0), &nan_th, &M);
+        assert_eq!(f.len(), 2);
+        assert!(f[1].reason.contains("no cos_mean threshold"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The tensor work: the seed's element metrics and the f64 summaries of a (reference, target) pair.
+
+use tch::{Device, Kind, Tensor};
+
+use super::{CompensatedSum, LayerSummary, MetricsError};
+
+/// Elements per chunk converted to f64 at once while summarising (32 MiB of f64).
+const CHUNK_ELEMENTS: i64 = 1 << 22;
+
+/// Everything [`compare`] computes for one layer.
+#[derive(Debug)]
+pub struct Comparison {
+    /// `|reference - target|`, the inputs' shape, f32 (f64 if either input is f64), on the
+    /// target's device.
+    pub abs_diff: Tensor,
+    /// Per-row cosine similarity: the inputs' shape without the last dim, on the target's device.
+    pub cos_sim: Tensor,
+    /// The whole tensor's summary (the merge of `items`).
+    pub summary: LayerSummary,
+    /// One summary per batch item (dim 0) when the inputs have at least 3 dims; otherwise one.
+    pub items: Vec<LayerSummary>,
+}
+
+/// The seed's `abs_diff`: `|reference - target|` element-wise, in the promoted dtype but at least
+/// float32 (see the module doc). Computed on the target's device.
+pub fn abs_diff(reference: &Tensor, target: &Tensor) -> Result<Tensor, MetricsError> {
+    let (r, t) = prepare(reference, target)?;
+    elementwise_abs_diff(&r, &t)
+}
+
+/// The seed's `cos_sim`: per-row `CosineSimilarity(dim=-1, eps=1e-8)` after exact zeros become
+/// `1e-6` in each input's dtype (see the module doc). Computed on the target's device.
+pub fn cos_sim(reference: &Tensor, target: &Tensor) -> Result<Tensor, MetricsError> {
+    let (r, t) = prepare(reference, target)?;
+    rowwise_cos_sim(&r, &t)
+}
+
+/// Both element metrics and the summaries (whole tensor and per batch item).
+pub fn compare(reference: &Tensor, target: &Tensor) -> Result<Comparison, MetricsError> {
+    let (r, t) = prepare(reference, target)?;
+    let abs_diff = elementwise_abs_diff(&r, &t)?;
+    let cos_sim = rowwise_cos_sim(&r, &t)?;
+    let items = summarize_items(&r, &t, &abs_diff, &cos_sim)?;
+    let mut summary = LayerSummary::empty();
+    for item in &items {
+        summary.merge(item);
+    }
+    Ok(Comparison { abs_diff, cos_sim, summary, items })
+}
+
+/// The whole-tensor [`LayerSummary`] of a pair (see [`compare`] for everything).
+pub fn summarize(reference: &Tensor, target: &Tensor) -> Result<LayerSummary, MetricsError> {
+    Ok(compare(reference, target)?.summary)
+}
+
+fn is_float(kind: Kind) -> bool {
+    matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
+}
+
+/// Checks the pair and returns views of both on the target's device, 0-d tensors as `[1]`.
+fn prepare(reference: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor), MetricsError> {
+    for (side, t) in [("reference", reference), ("target", target)] {
+        if !is_float(t.kind()) {
+            return Err(MetricsError::NotFloat { side, kind: format!("{:?}", t.kind()) });
+        }
+    }
+    let (rs, ts) = (reference.size(), target.size());
+    if rs != ts {
+        return Err(MetricsError::ShapeMismatch { reference: rs, target: ts });
+    }
+    if rs.iter().product::<i64>() == 0 {
+        return Err(MetricsError::Empty { shape: rs });
+    }
+    let device = target.device();
+    let as_rows = |t: &Tensor| -> Result<Tensor, MetricsError> {
+        let t = t.f_to_device(device)?;
+        Ok(if t.dim() == 0 { t.f_reshape([1])? } else { t })
+    };
+    Ok((as_rows(reference)?, as_rows(target)?))
+}
+
+fn diff_kind(a: Kind, b: Kind) -> Kind {
+    if a == Kind::Double || b == Kind::Double { Kind::Double } else { Kind::Float }
+}
+
+fn elementwise_abs_diff(r: &Tensor, t: &Tensor) -> Result<Tensor, MetricsError> {
+    let kind = diff_kind(r.kind(), t.kind());
+    Ok(r.f_to_kind(kind)?.f_sub(&t.f_to_kind(kind)?)?.f_abs()?)
+}
+
+fn rowwise_cos_sim(r: &Tensor, t: &Tensor) -> Result<Tensor, MetricsError> {
+    let r = r.f_masked_fill(&r.f_eq(0.0)?, 1e-6)?;
+    let t = t.f_masked_fill(&t.f_eq(0.0)?, 1e-6)?;
+    Ok(Tensor::f_cosine_similarity(&r, &t, -1, 1e-8)?)
+}
+
+/// Copies a 1-d tensor of any kind to a `Vec<f64>` on the CPU.
+fn to_f64_vec(t: &Tensor) -> Result<Vec<f64>, MetricsError> {
+    let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?.f_reshape([-1])?;
+    let n = t.numel();
+    let mut out = vec![0f64; n];
+    t.f_copy_data(&mut out, n)?;
+    Ok(out)
+}
+
+fn count_rows(mask: &Tensor) -> Result<Vec<f64>, MetricsError> {
+    to_f64_vec(&mask.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)?)
+}
+
+/// Summaries per batch item (dim 0 of a tensor of >= 3 dims; the whole tensor otherwise).
+fn summarize_items(r: &Tensor, t: &Tensor, d: &Tensor, cos: &Tensor) -> Result<Vec<LayerSummary>, MetricsError> {
+    let shape = r.size();
+    let items = if shape.len() >= 3 { shape[0] } else { 1 };
+    let per_item = r.numel() as i64 / items;
+    let (r, t, d) = (r.f_reshape([items, per_item])?, t.f_reshape([items, per_item])?, d.f_reshape([items, per_item])?);
+    let n = items as usize;
+    let mut diff_sq = vec![CompensatedSum::new(); n];
+    let mut diff_sq_finite = vec![CompensatedSum::new(); n];
+    let mut diff_sum = vec![CompensatedSum::new(); n];
+    let mut ref_sq = vec![CompensatedSum::new(); n];
+    let mut diff_max = vec![f64::NEG_INFINITY; n];
+    let mut counts = vec![[0u64; 6]; n]; // ref nan, ref inf, target nan, target inf, diff nan, diff inf
+    let columns = (CHUNK_ELEMENTS / items).max(1);
+    let mut start = 0;
+    while start < per_item {
+        let len = columns.min(per_item - start);
+        let d64 = d.f_narrow(1, start, len)?.f_to_kind(Kind::Double)?;
+        let r64 = r.f_narrow(1, start, len)?.f_to_kind(Kind::Double)?;
+        let tc = t.f_narrow(1, start, len)?;
+        let sq = d64.f_square()?;
+        let sums = [
+            to_f64_vec(&sq.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
+            to_f64_vec(&sq.f_nan_to_num(0.0, 0.0, 0.0)?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
+            to_f64_vec(&d64.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
+            to_f64_vec(&r64.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
+        ];
+        let maxima = to_f64_vec(&d64.f_amax([1i64].as_slice(), false)?)?;
+        let c = [
+            count_rows(&r64.f_isnan()?)?,
+            count_rows(&r64.f_isinf()?)?,
+            count_rows(&tc.f_isnan()?)?,
+            count_rows(&tc.f_isinf()?)?,
+            count_rows(&d64.f_isnan()?)?,
+            count_rows(&d64.f_isinf()?)?,
+        ];
+        for i in 0..n {
+            diff_sq[i].add(sums[0][i]);
+            diff_sq_finite[i].add(sums[1][i]);
+            diff_sum[i].add(sums[2][i]);
+            ref_sq[i].add(sums[3][i]);
+            diff_max[i] = if diff_max[i].is_nan() || maxima[i].is_nan() { f64::NAN } else { diff_max[i].max(maxima[i]) };
+            for (k, column) in c.iter().enumerate() {
+                counts[i][k] += column[i] as u64;
+            }
+        }
+        start += len;
+    }
+    let cos = to_f64_vec(cos)?;
+    let rows_per_item = cos.len() / n;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let rows = &cos[i * rows_per_item..(i + 1) * rows_per_item];
+        let mut cos_sum = CompensatedSum::new();
+        let mut cos_sum_finite = CompensatedSum::new();
+        let (mut cos_min, mut cos_argmin, mut cos_nan) = (f64::INFINITY, 0u64, 0u64);
+        for (j, &v) in rows.iter().enumerate() {
+            cos_sum.add(v);
+            if v.is_nan() {
+                if cos_nan == 0 {
+                    cos_min = f64::NAN;
+                    cos_argmin = j as u64;
+                }
+                cos_nan += 1;
+            } else {
+                cos_sum_finite.add(v);
+                if cos_nan == 0 && v < cos_min {
+                    cos_min = v;
+                    cos_argmin = j as u64;
+                }
+            }
+        }
+        out.push(LayerSummary {
+            elements: per_item as u64,
+            rows: rows.len() as u64,
+            abs_diff_sq_sum: diff_sq[i].value(),
+            abs_diff_sq_sum_finite: diff_sq_finite[i].value(),
+            abs_diff_sum: diff_sum[i].value(),
+            abs_diff_max: diff_max[i],
+            reference_sq_sum: ref_sq[i].value(),
+            cos_sum: cos_sum.value(),
+            cos_sum_finite: cos_sum_finite.value(),
+            cos_min,
+            cos_argmin,
+            reference_nan: counts[i][0],
+            reference_inf: counts[i][1],
+            target_nan: counts[i][2],
+            target_inf: counts[i][3],
+            abs_diff_nan: counts[i][4],
+            abs_diff_inf: counts[i][5],
+            cos_nan,
+        });
+    }
+    Ok(out)
+}

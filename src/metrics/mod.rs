@@ -1,0 +1,73 @@
+//! Metrics on one layer's (reference, target) pair of outputs.
+//!
+//! # The seed's element metrics (spec §3, `metrics_utils.py`)
+//!
+//! - [`abs_diff`]: `|reference - target|` element-wise. The seed computes `torch.abs(cpu_f32 -
+//!   gpu_f16)`, which PyTorch promotes to float32: the f16 value converts exactly, the subtraction
+//!   rounds once in f32. Ours: the promoted dtype, at least float32 (f32 for any f32/f16/bf16
+//!   mix, f64 if either side is f64; the seed would stay in f16 when both sides are f16).
+//! - [`cos_sim`]: one value per row along the last dim, `torch.nn.CosineSimilarity(dim=-1,
+//!   eps=1e-8)` after replacing exact zeros (`== 0.0`, so `-0.0` too) in each input by `1e-6`
+//!   *in that input's dtype* (f16: 1.0133e-6). PyTorch's formula (ATen `cosine_similarity`) is
+//!   `sum(x / max(||x||, eps) * y / max(||y||, eps))`: each norm is computed and each division is
+//!   rounded in the input's own dtype (so the f16 side is normalised in f16, which is why the
+//!   seed's cos can exceed 1), the product and the sum in the promoted dtype (f32 for f32 vs
+//!   f16). We call that same libtorch function, on the target's device like the seed (which moves
+//!   the CPU tensor to the GPU). Unlike the seed, the zero replacement never writes into the
+//!   caller's tensors (the seed's in-place `tensor[tensor == 0] = 1e-6` leaks into later keys
+//!   that alias the same tensor, e.g. `ff_sub_layer` after `ff_sub_layer.w2`).
+//!
+//! # Summaries ([`LayerSummary`])
+//!
+//! Sums are accumulated in f64 (libtorch's cascade sums per chunk of at most 2^22 elements,
+//! compensated sums across chunks) from the f32 `abs_diff` values, so that the seed's threshold
+//! reductions can be reproduced from a summary. Items: a tensor with at least 3 dims `[B, ..]` is
+//! also summarised per batch item (dim 0), one [`LayerSummary`] each; the whole-tensor summary is
+//! the merge of the items.
+//!
+//! # Degenerate inputs (all tested)
+//!
+//! - Shapes must be equal ([`MetricsError::ShapeMismatch`] names both); a 0-d tensor is treated as
+//!   `[1]`; a tensor with no element is an error ([`MetricsError::Empty`]); non-float dtypes are an
+//!   error ([`MetricsError::NotFloat`]).
+//! - All zeros on both sides: abs 0, `rel_l2` 0, `sqnr_db` +inf, cos 1 (zeros become 1e-6, so both
+//!   rows are equal constants). A zero reference with a non-zero difference: `rel_l2` +inf,
+//!   `sqnr_db` -inf.
+//! - Constants: cos 1 (or -1 for opposite signs), whatever the magnitude.
+//! - One element per row: cos is the product of the signs, ±1.
+//! - NaN never looks like agreement: a NaN on either side makes that element's `abs_diff` NaN and
+//!   that row's cos NaN, and then `abs_diff_l2`, `abs_diff_max`, `abs_diff_mean`, `rel_l2`,
+//!   `sqnr_db`, `cos_mean` and `cos_min` are all NaN (`cos_argmin` is the first NaN row), and
+//!   [`LayerSummary::has_nonfinite`] is true. Counts of NaN and ±inf are kept per side.
+//! - fp16 overflow (target `inf` where the reference is finite): `abs_diff` is `inf` there, so
+//!   `abs_diff_l2`, `abs_diff_max`, `rel_l2` are +inf and `sqnr_db` -inf; that row's cos is NaN
+//!   (`inf / inf` in the normalisation), so `cos_mean`/`cos_min` are NaN.
+//! - `inf` on both sides with the same sign gives a NaN `abs_diff` (`inf - inf`).
+
+mod compare;
+mod compensated;
+mod summary;
+
+pub use compare::{abs_diff, compare, cos_sim, summarize, Comparison};
+pub use compensated::CompensatedSum;
+pub use summary::{unravel_index, LayerSummary, SUMMARY_FIELDS};
+
+/// Why two tensors could not be compared.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The reference and the target have different shapes.
+    #[error("cannot compare a reference of shape {reference:?} with a target of shape {target:?}\n(hint: both sides must capture the same module on the same inputs; check batch size, sequence length and the module key)")]
+    ShapeMismatch { reference: Vec<i64>, target: Vec<i64> },
+    /// A side is not a floating-point tensor.
+    #[error("the {side} tensor has dtype {kind}; metrics need f32, f64, f16 or bf16")]
+    NotFloat { side: &'static str, kind: String },
+    /// The tensors have no element.
+    #[error("cannot compare tensors of shape {shape:?}: they have no element")]
+    Empty { shape: Vec<i64> },
+    /// libtorch failed.
+    #[error("libtorch failed while computing metrics: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+#[cfg(test)]
+mod tests;

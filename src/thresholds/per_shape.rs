@@ -1,0 +1,318 @@
+//! layercheck's thresholds per (batch size, sequence length), derived by percentiles over prompts.
+//!
+//! The seed's thresholds pool every value of every prompt and step into one number per layer: an
+//! L2 norm over all of them, which is then compared with an L2 norm over one run (spec §5). A
+//! threshold means something only when it is applied to the quantity it was derived from, so
+//! these are kept per shape and per prompt:
+//!
+//! - An *observation* is one prompt's share of one record: a record (one forward call of a module:
+//!   a plain key or one `.iter-N`) whose tensor has at least 3 dims `[B, ..]` gives one
+//!   observation per batch item; one of fewer dims gives one. A seed CSV file that stacks several
+//!   tensors (the seed's tuple outputs) gives one per stacked tensor (and per batch item in each).
+//! - Observations are grouped by the case's (batch size, sequence length) and by layer key with
+//!   `.iter-N` removed, so in generate mode the first call and the decode steps pool, as in the
+//!   seed.
+//! - Per group, with `p` the percentile (default 99, numpy's linear method): "larger is worse"
+//!   quantities get the p-th percentile: `abs_diff_l2` (L2 norm of the prompt's abs_diff),
+//!   `abs_diff_max`, `rel_l2`; "smaller is worse" ones the (100 - p)-th: `sqnr_db`, `cos_mean`
+//!   (mean of the prompt's per-token cos), `cos_min`. `rel_l2` and `sqnr_db` need the reference's
+//!   norm, which only compact files keep; a quantity without observations is left out.
+//! - A NaN observation makes its threshold NaN (numpy's rule), and `nonfinite_observations`
+//!   counts the non-finite ones: a consumer must treat a NaN threshold as "no valid threshold",
+//!   never as a pass.
+//!
+//! JSON, under the top-level key `"layercheck"` (the seed's keys stay as they are, so Python
+//! consumers still read the file):
+//!
+//! ```json
+//! "layercheck": {"format": "layercheck-thresholds/1", "percentile": 99.0, "shapes": {
+//!   "batch-size-1_seq-length-64": {"batch_size": 1, "seq_length": 64, "layers": {
+//!     "model.base_model.layers0.ln": {"observations": 12, "nonfinite_observations": 0,
+//!       "abs_diff_l2": 0.41, "abs_diff_max": 0.02, "rel_l2": 0.001, "sqnr_db": 58.1,
+//!       "cos_mean": 0.99998, "cos_min": 0.9999}}}}}
+//! ```
+
+use super::percentile::percentile_linear;
+use crate::formats::py_json::PyJson;
+use crate::metrics::LayerSummary;
+
+/// The top-level key of the per-shape section.
+pub const PER_SHAPE_KEY: &str = "layercheck";
+/// Its `format` value.
+pub const PER_SHAPE_FORMAT: &str = "layercheck-thresholds/1";
+
+/// Per-shape thresholds of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerShapeThresholds {
+    /// The percentile they were derived with (the upper one; lower quantities use 100 - p).
+    pub percentile: f64,
+    /// One entry per (batch size, sequence length), sorted by batch size, then sequence length.
+    pub shapes: Vec<ShapeThresholds>,
+}
+
+/// The thresholds of one (batch size, sequence length).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeThresholds {
+    /// Batch size of the runs.
+    pub batch_size: u64,
+    /// Sequence length of the runs.
+    pub seq_length: u64,
+    /// Per layer key, in first-seen order.
+    pub layers: Vec<(String, LayerThresholds)>,
+}
+
+/// One layer's per-prompt thresholds at one shape.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LayerThresholds {
+    /// Number of observations (prompts x calls) behind the largest quantity list.
+    pub observations: u64,
+    /// Non-finite observations (of the quantity with the most).
+    pub nonfinite_observations: u64,
+    /// p-th percentile of per-prompt `abs_diff` L2 norms.
+    pub abs_diff_l2: Option<f64>,
+    /// p-th percentile of per-prompt max `abs_diff`.
+    pub abs_diff_max: Option<f64>,
+    /// p-th percentile of per-prompt relative L2 (compact files only).
+    pub rel_l2: Option<f64>,
+    /// (100-p)-th percentile of per-prompt SQNR in dB (compact files only).
+    pub sqnr_db: Option<f64>,
+    /// (100-p)-th percentile of per-prompt mean cos.
+    pub cos_mean: Option<f64>,
+    /// (100-p)-th percentile of per-prompt min cos.
+    pub cos_min: Option<f64>,
+}
+
+impl PerShapeThresholds {
+    /// The thresholds of `key` at (`batch_size`, `seq_length`).
+    pub fn get(&self, batch_size: u64, seq_length: u64, key: &str) -> Option<&LayerThresholds> {
+        let shape = self.shapes.iter().find(|s| s.batch_size == batch_size && s.seq_length == seq_length)?;
+        shape.layers.iter().find(|(k, _)| k == key).map(|(_, t)| t)
+    }
+
+    pub(crate) fn to_py_json(&self) -> PyJson {
+        let shapes = self
+            .shapes
+            .iter()
+            .map(|s| {
+                let layers = s.layers.iter().map(|(k, t)| (k.clone(), t.to_py_json())).collect();
+                (
+                    shape_key(s.batch_size, s.seq_length),
+                    PyJson::Object(vec![
+                        ("batch_size".into(), PyJson::Int(s.batch_size as i64)),
+                        ("seq_length".into(), PyJson::Int(s.seq_length as i64)),
+                        ("layers".into(), PyJson::Object(layers)),
+                    ]),
+                )
+            })
+            .collect();
+        PyJson::Object(vec![
+            ("format".into(), PyJson::Str(PER_SHAPE_FORMAT.into())),
+            ("percentile".into(), PyJson::Float(self.percentile)),
+            ("shapes".into(), PyJson::Object(shapes)),
+        ])
+    }
+
+    pub(crate) fn from_py_json(v: &PyJson) -> Result<Self, String> {
+        let at = |what: &str| format!("\"{PER_SHAPE_KEY}\": {what}");
+        let format = v.get("format").and_then(PyJson::as_str).ok_or_else(|| at("no \"format\" string"))?;
+        if format != PER_SHAPE_FORMAT {
+            return Err(at(&format!("format {format:?}, this layercheck reads {PER_SHAPE_FORMAT:?}")));
+        }
+        let percentile = v.get("percentile").and_then(PyJson::as_f64).ok_or_else(|| at("no \"percentile\" number"))?;
+        let Some(PyJson::Object(shapes)) = v.get("shapes") else { return Err(at("no \"shapes\" object")) };
+        let mut out = Vec::new();
+        for (name, s) in shapes {
+            let int = |k: &str| s.get(k).and_then(PyJson::as_f64).filter(|x| *x >= 0.0 && x.fract() == 0.0).map(|x| x as u64);
+            let (Some(batch_size), Some(seq_length)) = (int("batch_size"), int("seq_length")) else {
+                return Err(at(&format!("shape {name} lacks batch_size / seq_length")));
+            };
+            let Some(PyJson::Object(layers)) = s.get("layers") else { return Err(at(&format!("shape {name} has no \"layers\" object"))) };
+            let layers = layers.iter().map(|(k, t)| (k.clone(), LayerThresholds::from_py_json(t))).collect();
+            out.push(ShapeThresholds { batch_size, seq_length, layers });
+        }
+        Ok(PerShapeThresholds { percentile, shapes: out })
+    }
+}
+
+/// The key of a shape in the JSON: `batch-size-{B}_seq-length-{S}` (the seed's spelling).
+pub fn shape_key(batch_size: u64, seq_length: u64) -> String {
+    format!("batch-size-{batch_size}_seq-length-{seq_length}")
+}
+
+impl LayerThresholds {
+    fn to_py_json(self) -> PyJson {
+        let mut e = vec![
+            ("observations".to_string(), PyJson::Int(self.observations as i64)),
+            ("nonfinite_observations".to_string(), PyJson::Int(self.nonfinite_observations as i64)),
+        ];
+        for (name, v) in self.quantities() {
+            if let Some(v) = v {
+                e.push((name.to_string(), PyJson::Float(v)));
+            }
+        }
+        PyJson::Object(e)
+    }
+
+    fn from_py_json(v: &PyJson) -> Self {
+        let f = |k: &str| v.get(k).and_then(PyJson::as_f64);
+        LayerThresholds {
+            observations: f("observations").unwrap_or(0.0) as u64,
+            nonfinite_observations: f("nonfinite_observations").unwrap_or(0.0) as u64,
+            abs_diff_l2: f("abs_diff_l2"),
+            abs_diff_max: f("abs_diff_max"),
+            rel_l2: f("rel_l2"),
+            sqnr_db: f("sqnr_db"),
+            cos_mean: f("cos_mean"),
+            cos_min: f("cos_min"),
+        }
+    }
+
+    fn quantities(&self) -> [(&'static str, Option<f64>); 6] {
+        [
+            ("abs_diff_l2", self.abs_diff_l2),
+            ("abs_diff_max", self.abs_diff_max),
+            ("rel_l2", self.rel_l2),
+            ("sqnr_db", self.sqnr_db),
+            ("cos_mean", self.cos_mean),
+            ("cos_min", self.cos_min),
+        ]
+    }
+}
+
+/// Per-prompt observations of one layer at one shape, quantity by quantity.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    abs_diff_l2: Vec<f64>,
+    abs_diff_max: Vec<f64>,
+    rel_l2: Vec<f64>,
+    sqnr_db: Vec<f64>,
+    cos_mean: Vec<f64>,
+    cos_min: Vec<f64>,
+}
+
+impl Observations {
+    /// One prompt's `abs_diff` values (from a seed CSV file).
+    pub fn add_abs_diff_values(&mut self, values: &[f64]) {
+        let mut sq = crate::metrics::CompensatedSum::new();
+        let mut max = f64::NEG_INFINITY;
+        for &v in values {
+            sq.add(v * v);
+            max = if max.is_nan() || v.is_nan() { f64::NAN } else { max.max(v) };
+        }
+        self.abs_diff_l2.push(sq.value().sqrt());
+        self.abs_diff_max.push(max);
+    }
+
+    /// One prompt's per-token cos values (from a seed CSV file).
+    pub fn add_cos_values(&mut self, values: &[f64]) {
+        let mut sum = crate::metrics::CompensatedSum::new();
+        let mut min = f64::INFINITY;
+        for &v in values {
+            sum.add(v);
+            min = if min.is_nan() || v.is_nan() { f64::NAN } else { min.min(v) };
+        }
+        self.cos_mean.push(sum.value() / values.len() as f64);
+        self.cos_min.push(min);
+    }
+
+    /// One prompt's summary (from a compact file).
+    pub fn add_summary(&mut self, s: &LayerSummary) {
+        self.abs_diff_l2.push(s.abs_diff_l2());
+        self.abs_diff_max.push(s.abs_diff_max);
+        self.rel_l2.push(s.rel_l2());
+        self.sqnr_db.push(s.sqnr_db());
+        self.cos_mean.push(s.cos_mean());
+        self.cos_min.push(s.cos_min);
+    }
+
+    /// The thresholds at percentile `p` (see the module doc).
+    pub fn thresholds(&self, p: f64) -> LayerThresholds {
+        let lists = [&self.abs_diff_l2, &self.abs_diff_max, &self.rel_l2, &self.sqnr_db, &self.cos_mean, &self.cos_min];
+        let upper = |v: &Vec<f64>| percentile_linear(v, p);
+        let lower = |v: &Vec<f64>| percentile_linear(v, 100.0 - p);
+        LayerThresholds {
+            observations: lists.iter().map(|l| l.len() as u64).max().unwrap_or(0),
+            nonfinite_observations: lists.iter().map(|l| l.iter().filter(|v| !v.is_finite()).count() as u64).max().unwrap_or(0),
+            abs_diff_l2: upper(&self.abs_diff_l2),
+            abs_diff_max: upper(&self.abs_diff_max),
+            rel_l2: upper(&self.rel_l2),
+            sqnr_db: lower(&self.sqnr_db),
+            cos_mean: lower(&self.cos_mean),
+            cos_min: lower(&self.cos_min),
+        }
+    }
+}
+
+/// How a seed CSV file's values divide into per-prompt observations: `(values per observation)`.
+///
+/// `values_len` values of a file whose header says the metric tensor has `metric_shape` and the
+/// captured tensor has `gpu_dims` dims: `values_len / prod(metric_shape)` stacked tensors, each
+/// split along its dim 0 when the captured tensor has at least 3 dims. Without a usable header
+/// the whole file is one observation.
+pub fn observation_len(values_len: usize, metric_shape: Option<&[i64]>, gpu_dims: usize) -> usize {
+    let Some(shape) = metric_shape else { return values_len.max(1) };
+    let per_tensor: i64 = shape.iter().product();
+    if per_tensor <= 0 || values_len % per_tensor as usize != 0 {
+        return values_len.max(1);
+    }
+    let split = if gpu_dims >= 3 { shape.first().copied().unwrap_or(1).max(1) } else { 1 };
+    if per_tensor % split != 0 {
+        return per_tensor as usize;
+    }
+    (per_tensor / split) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_split_per_batch_item_and_per_stacked_tensor() {
+        assert_eq!(observation_len(2 * 64 * 8, Some(&[2, 64, 8]), 3), 64 * 8);
+        assert_eq!(observation_len(2 * 64, Some(&[2, 64]), 3), 64);
+        // The seed's attn.in_proj: per batch item tensors [S, H] stacked, header shape [S, H].
+        assert_eq!(observation_len(2 * 64 * 8, Some(&[64, 8]), 2), 64 * 8);
+        assert_eq!(observation_len(10, None, 0), 10);
+        assert_eq!(observation_len(10, Some(&[3]), 1), 10);
+    }
+
+    #[test]
+    fn percentiles_upper_for_differences_lower_for_similarities() {
+        let mut o = Observations::default();
+        for i in 0..101 {
+            o.add_abs_diff_values(&[i as f64, 0.0]);
+            o.add_cos_values(&[1.0 - i as f64 / 1000.0]);
+        }
+        let t = o.thresholds(99.0);
+        assert_eq!(t.observations, 101);
+        assert_eq!(t.abs_diff_l2, Some(99.0));
+        assert_eq!(t.abs_diff_max, Some(99.0));
+        assert_eq!(t.cos_mean, Some(0.999));
+        assert_eq!(t.rel_l2, None);
+        o.add_abs_diff_values(&[f64::NAN]);
+        let t = o.thresholds(99.0);
+        assert!(t.abs_diff_l2.unwrap().is_nan());
+        assert_eq!(t.nonfinite_observations, 1);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let p = PerShapeThresholds {
+            percentile: 99.0,
+            shapes: vec![ShapeThresholds {
+                batch_size: 1,
+                seq_length: 64,
+                layers: vec![("model.head".into(), LayerThresholds { observations: 3, abs_diff_l2: Some(0.5), cos_min: Some(f64::NAN), ..Default::default() })],
+            }],
+        };
+        let text = p.to_py_json().to_python_json();
+        assert_eq!(
+            text,
+            r#"{"format": "layercheck-thresholds/1", "percentile": 99.0, "shapes": {"batch-size-1_seq-length-64": {"batch_size": 1, "seq_length": 64, "layers": {"model.head": {"observations": 3, "nonfinite_observations": 0, "abs_diff_l2": 0.5, "cos_min": NaN}}}}}"#
+        );
+        let back = PerShapeThresholds::from_py_json(&PyJson::parse(&text).unwrap()).unwrap();
+        assert_eq!(back.get(1, 64, "model.head").unwrap().abs_diff_l2, Some(0.5));
+        assert!(back.get(1, 64, "model.head").unwrap().cos_min.unwrap().is_nan());
+        assert!(back.get(2, 64, "model.head").is_none());
+    }
+}

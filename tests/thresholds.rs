@@ -1,0 +1,205 @@
+//! `layercheck thresholds` against the real get_thresholds.py, and across our two input formats.
+
+use std::path::{Path, PathBuf};
+
+use layercheck::formats::case::SeedCase;
+use layercheck::formats::compact::CompactWriter;
+use layercheck::formats::seed_csv::write_layer_csvs;
+use layercheck::metrics::compare;
+use layercheck::thresholds::{compute, MetricThresholds, NoProgress, ThresholdsError, ThresholdsFile, ThresholdsOptions};
+use tch::{Kind, Tensor};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/thresholds")
+}
+
+fn options(file_base: &Path, layer_io: bool) -> ThresholdsOptions {
+    ThresholdsOptions {
+        models: vec!["test-org/tiny-model".into()],
+        metrics: vec!["abs_diff".into(), "cos_sim_avg".into(), "cos_sim_mean".into()],
+        file_base: file_base.to_path_buf(),
+        layer_io,
+        output_path: file_base.to_path_buf(),
+        percentile: 99.0,
+    }
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+}
+
+fn layers(m: &MetricThresholds) -> &[(String, f64)] {
+    match m {
+        MetricThresholds::Layers(l) => l,
+        MetricThresholds::Scalar(v) => panic!("scalar {v}"),
+    }
+}
+
+/// The fixture folder and the JSON that the unmodified get_thresholds.py wrote from it
+/// (scripts/reference/make_thresholds_fixture.py): same metrics, keys, and values within 1e-12.
+#[test]
+fn matches_the_real_get_thresholds_py() {
+    let python = ThresholdsFile::read(&fixture().join("test-org--tiny-model-thresholds.json")).unwrap();
+    let (ours, report) = compute("test-org/tiny-model", &options(&fixture().join("csv"), true), &NoProgress).unwrap();
+    assert_eq!(ours.model_id, python.model_id);
+    let names = |f: &ThresholdsFile| f.metrics.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ours), names(&python));
+    for ((name, o), (_, p)) in ours.metrics.iter().zip(&python.metrics) {
+        let (o, p) = (layers(o), layers(p));
+        let mut ok: Vec<_> = o.iter().map(|(k, _)| k.clone()).collect();
+        let mut pk: Vec<_> = p.iter().map(|(k, _)| k.clone()).collect();
+        ok.sort();
+        pk.sort();
+        assert_eq!(ok, pk, "{name}: keys");
+        assert_eq!(p.len(), 10);
+        for (key, pv) in p {
+            let ov = ours.layer(name, key).unwrap();
+            assert!(same(ov, *pv), "{name} {key}: ours {ov:e}, python {pv:e}");
+        }
+    }
+    assert!(ours.layer("abs_diff", "model.base_model.layers0.attn.dense").unwrap().is_infinite());
+    assert!(ours.layer("cos_sim_avg", "model.base_model.layers0.ff_sub_layer.a").unwrap().is_nan());
+    assert_eq!(report.files_per_metric, vec![("abs_diff".into(), 13), ("cos_sim_avg".into(), 13), ("cos_sim_mean".into(), 13)]);
+    // The extra section: per (batch, seq), per prompt.
+    let per_shape = ours.per_shape.as_ref().unwrap();
+    assert_eq!(per_shape.shapes.len(), 1);
+    let head = per_shape.get(2, 3, "model.head").unwrap();
+    // 2 prompts x 3 calls (plain + 2 iterations).
+    assert_eq!(head.observations, 6);
+    assert!(head.abs_diff_l2.is_some() && head.cos_min.is_some() && head.rel_l2.is_none());
+    // The tuple-style layer: 2 stacked [3, 4] tensors, one observation each.
+    assert_eq!(per_shape.get(2, 3, "model.base_model.layers0.attn.in_proj").unwrap().observations, 2);
+    let dense = per_shape.get(2, 3, "model.base_model.layers0.attn.dense").unwrap();
+    assert_eq!(dense.nonfinite_observations, 1);
+    assert!(dense.cos_min.unwrap().is_nan(), "a NaN observation never gives a usable threshold");
+}
+
+#[test]
+fn writes_what_python_reads_with_the_seed_keys_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(&fixture().join("csv"), true);
+    opts.output_path = dir.path().to_path_buf();
+    let written = layercheck::thresholds::run(&opts, &NoProgress).unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].0, dir.path().join("test-org--tiny-model-thresholds.json"));
+    let text = std::fs::read_to_string(&written[0].0).unwrap();
+    assert!(text.starts_with("{\"model_id\": \"test-org--tiny-model\", \"abs_diff\": {\"model.base_model.dec_norm\": 0.37310885790655"), "{}", &text[..120]);
+    assert!(text.contains("\"model.base_model.layers0.attn.dense\": Infinity"));
+    assert!(text.contains("}, \"layercheck\": {\"format\": \"layercheck-thresholds/1\", \"percentile\": 99.0, \"shapes\": {\"batch-size-2_seq-length-3\": "));
+    let back = ThresholdsFile::read(&written[0].0).unwrap();
+    assert!(back.per_shape.is_some());
+}
+
+fn random(shape: &[i64], seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::randn(shape, (Kind::Float, tch::Device::Cpu))
+}
+
+/// The same comparisons written as seed CSVs and as one compact file give the same thresholds.
+#[test]
+fn csv_and_compact_inputs_agree() {
+    let (csv_dir, compact_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let case = SeedCase::new("test-org/tiny-model", 4, 2, 5);
+    let mut writer = CompactWriter::new(case.clone());
+    let keys = ["model.base_model.embedding", "model.base_model.layers[0].ln", "model.head", "model.head.iter-9"];
+    for (i, key) in keys.iter().enumerate() {
+        let shape = if key.contains("iter") { [2, 1, 6] } else { [2, 5, 6] };
+        let r = random(&shape, i as i64);
+        let mut t = (&r + random(&shape, 100 + i as i64) * 1e-3).to_kind(Kind::Half);
+        if i == 1 {
+            // A NaN in the target and an exact zero on both sides.
+            let _ = t.get(0).get(0).get(0).fill_(f64::NAN);
+        }
+        let c = compare(&r, &t).unwrap();
+        write_layer_csvs(csv_dir.path(), &case, key, &r.size(), &t.size(), &c).unwrap();
+        writer.push(key, &r.size(), &t.size(), &c).unwrap();
+    }
+    writer.write(compact_dir.path()).unwrap();
+    let (from_csv, _) = compute("test-org/tiny-model", &options(csv_dir.path(), true), &NoProgress).unwrap();
+    let (from_compact, report) = compute("test-org/tiny-model", &options(compact_dir.path(), true), &NoProgress).unwrap();
+    assert_eq!(report.compact_files, 1);
+    for ((name, a), (_, b)) in from_csv.metrics.iter().zip(&from_compact.metrics) {
+        let (a, b) = (layers(a), layers(b));
+        assert_eq!(a.len(), 3, "{name}");
+        assert_eq!(b.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["model.base_model.embedding", "model.base_model.layers0.ln", "model.head"]);
+        for (key, v) in a {
+            let w = from_compact.layer(name, key).unwrap();
+            assert!(same(*v, w), "{name} {key}: csv {v:e} compact {w:e}");
+        }
+    }
+    let (pa, pb) = (from_csv.per_shape.unwrap(), from_compact.per_shape.unwrap());
+    for key in ["model.base_model.embedding", "model.base_model.layers0.ln", "model.head"] {
+        let (a, b) = (pa.get(2, 5, key).unwrap(), pb.get(2, 5, key).unwrap());
+        assert_eq!((a.observations, a.nonfinite_observations), (b.observations, b.nonfinite_observations), "{key}");
+        for (x, y) in [(a.abs_diff_l2, b.abs_diff_l2), (a.abs_diff_max, b.abs_diff_max), (a.cos_mean, b.cos_mean), (a.cos_min, b.cos_min)] {
+            assert!(same(x.unwrap(), y.unwrap()), "{key}: {x:?} vs {y:?}");
+        }
+        assert!(a.rel_l2.is_none() && b.rel_l2.is_some() && b.sqnr_db.is_some());
+    }
+    // Both formats of one case in one folder would count twice.
+    let both = tempfile::tempdir().unwrap();
+    for dir in [csv_dir.path(), compact_dir.path()] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), both.path().join(e.file_name())).unwrap();
+        }
+    }
+    let err = compute("test-org/tiny-model", &options(both.path(), true), &NoProgress).unwrap_err();
+    assert!(matches!(err, ThresholdsError::DuplicateCase { .. }), "{err}");
+}
+
+#[test]
+fn whole_model_mode_is_the_99th_percentile() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m_run1_ce.csv"), "ce\n1.0\n2.0\n3.0\n").unwrap();
+    std::fs::write(dir.path().join("m_run2_ce.csv"), "ce\n4.0\n").unwrap();
+    let mut opts = options(dir.path(), false);
+    opts.models = vec!["m".into()];
+    opts.metrics = vec!["ce".into()];
+    let (file, _) = compute("m", &opts, &NoProgress).unwrap();
+    // np.percentile([1, 2, 3, 4], 99.0) == 3.9699999999999998
+    assert_eq!(file.metric("ce"), Some(&MetricThresholds::Scalar(3.9699999999999998)));
+    assert!(file.to_json().ends_with("\"ce\": 3.9699999999999998}"));
+    opts.metrics = vec!["diff_mean".into()];
+    let err = compute("m", &opts, &NoProgress).unwrap_err().to_string();
+    assert!(err.contains("no values for metric diff_mean") && err.contains("hint"), "{err}");
+}
+
+#[test]
+fn unknown_reductions_give_an_empty_object_as_in_python() {
+    let mut opts = options(&fixture().join("csv"), true);
+    opts.metrics = vec!["cos_sim_min".into()];
+    let (file, _) = compute("test-org/tiny-model", &opts, &NoProgress).unwrap();
+    assert_eq!(file.metric("cos_sim_min"), Some(&MetricThresholds::Layers(vec![])));
+}
+
+/// The command line, spelled as get_thresholds.py's, writes the same file as the library and
+/// draws no progress bar when stderr is not a terminal.
+#[test]
+fn the_thresholds_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_layercheck"))
+        .args(["thresholds", "--models", "test-org/tiny-model", "--metrics", "abs_diff", "cos_sim_avg", "cos_sim_mean", "--file_base"])
+        .arg(fixture().join("csv"))
+        .arg("--layer_io")
+        .arg("--output_path")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let path = dir.path().join("test-org--tiny-model-thresholds.json");
+    assert_eq!(stdout.trim(), path.display().to_string());
+    assert!(stderr.contains("abs_diff: 13 CSV file(s)"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}') && !stderr.contains('\r'), "no progress bar drawing: {stderr:?}");
+    let (lib, _) = compute("test-org/tiny-model", &options(&fixture().join("csv"), true), &NoProgress).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), lib.to_json());
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_layercheck"))
+        .args(["thresholds", "--models", "m", "--metrics", "abs_diff", "--file_base", "/nonexistent/folder", "--layer_io"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("/nonexistent/folder") && stderr.contains("hint"), "{stderr}");
+}
