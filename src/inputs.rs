@@ -134,8 +134,17 @@ impl Tokenizer {
         if !path.exists() {
             return Err(InputError::Tokenizer { path, problem: "the file does not exist".into() });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| InputError::Tokenizer { path: path.clone(), problem: e.to_string() })?;
+        let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| InputError::Tokenizer { path: path.clone(), problem: e.to_string() })?;
+        // Prompts are padded by layercheck (left, id 0, as the seed does), never by the tokenizer:
+        // some tokenizer.json files pad or truncate every text to a fixed length.
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| InputError::Tokenizer { path: path.clone(), problem: e.to_string() })?;
         Ok(Tokenizer { inner, path })
+    }
+
+    /// The `tokenizers` tokenizer itself.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
     }
 
     /// Token ids of `text`, special tokens added.

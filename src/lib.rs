@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod thresholds;
 pub mod py_random;
 pub mod sharegpt;
+pub mod metrics_run;

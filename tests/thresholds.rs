@@ -105,7 +105,7 @@ fn csv_and_compact_inputs_agree() {
     for (i, key) in keys.iter().enumerate() {
         let shape = if key.contains("iter") { [2, 1, 6] } else { [2, 5, 6] };
         let r = random(&shape, i as i64);
-        let mut t = (&r + random(&shape, 100 + i as i64) * 1e-3).to_kind(Kind::Half);
+        let t = (&r + random(&shape, 100 + i as i64) * 1e-3).to_kind(Kind::Half);
         if i == 1 {
             // A NaN in the target and an exact zero on both sides.
             let _ = t.get(0).get(0).get(0).fill_(f64::NAN);

@@ -2,6 +2,8 @@
 
 mod capture;
 mod env;
+mod generate;
+mod progress;
 mod thresholds;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,9 @@ enum Command {
     /// Run a model with hooks on every module and write every output, and the logits, to a
     /// safetensors capture file.
     Capture(capture::CaptureArgs),
+    /// Per-layer metrics of a target against a reference, as generate_layers_metrics.py writes
+    /// them (seed CSV files) or as one compact file per case.
+    Generate(generate::GenerateArgs),
     /// Per-layer thresholds from a folder of metric files (seed CSVs or compact files), as
     /// get_thresholds.py computes them, plus per-(batch, seq) thresholds over prompts.
     Thresholds(thresholds::ThresholdsArgs),
@@ -34,6 +39,7 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Env(args) => env::run(args),
         Command::Capture(args) => capture::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Thresholds(args) => thresholds::run(args),
     }
 }

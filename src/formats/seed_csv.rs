@@ -429,7 +429,7 @@ mod tests {
     fn writes_exact_python_text_and_reads_it_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.abs_diff.csv");
-        let values = Tensor::from_slice(&[0.0f32, 1.0, 1e-6, 0.1, f32::NAN, f32::INFINITY, 0.0001220703125]).view([1, 7]);
+        let values = Tensor::from_slice(&[0.0f32, 1.0, 1e-6, 0.1, f32::NAN, f32::INFINITY, 1.0 / 8192.0]).view([1, 7]);
         let header = SeedCsvHeader { metric: "abs_diff".into(), gpu_shape: vec![1, 7], cpu_shape: vec![1, 7], metric_shape: vec![1, 7] };
         write_seed_csv(&path, &header, &values).unwrap();
         // The body lines are what CPython prints for float(np.float32(v)).

@@ -128,21 +128,30 @@ fn summarize_items(r: &Tensor, t: &Tensor, d: &Tensor, cos: &Tensor) -> Result<V
         let r64 = r.f_narrow(1, start, len)?.f_to_kind(Kind::Double)?;
         let tc = t.f_narrow(1, start, len)?;
         let sq = d64.f_square()?;
-        let sums = [
-            to_f64_vec(&sq.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
-            to_f64_vec(&sq.f_nan_to_num(0.0, 0.0, 0.0)?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
-            to_f64_vec(&d64.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
-            to_f64_vec(&r64.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?,
-        ];
+        let sum1 = |t: &Tensor| -> Result<Vec<f64>, MetricsError> { to_f64_vec(&t.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?) };
+        let diff_sq_part = sum1(&sq)?;
+        let ref_sq_part = sum1(&r64.f_square()?)?;
+        let diff_sum_part = sum1(&d64)?;
         let maxima = to_f64_vec(&d64.f_amax([1i64].as_slice(), false)?)?;
-        let c = [
-            count_rows(&r64.f_isnan()?)?,
-            count_rows(&r64.f_isinf()?)?,
-            count_rows(&tc.f_isnan()?)?,
-            count_rows(&tc.f_isinf()?)?,
-            count_rows(&d64.f_isnan()?)?,
-            count_rows(&d64.f_isinf()?)?,
-        ];
+        // NaN or inf anywhere in the reference, the target or abs_diff shows in these two sums (a
+        // finite f32/f16 value squared in f64 cannot overflow); only then are the counts needed.
+        let clean = diff_sq_part.iter().chain(&ref_sq_part).all(|v| v.is_finite());
+        let (diff_sq_finite_part, c) = if clean {
+            (diff_sq_part.clone(), [vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]])
+        } else {
+            (
+                sum1(&sq.f_nan_to_num(0.0, 0.0, 0.0)?)?,
+                [
+                    count_rows(&r64.f_isnan()?)?,
+                    count_rows(&r64.f_isinf()?)?,
+                    count_rows(&tc.f_isnan()?)?,
+                    count_rows(&tc.f_isinf()?)?,
+                    count_rows(&d64.f_isnan()?)?,
+                    count_rows(&d64.f_isinf()?)?,
+                ],
+            )
+        };
+        let sums = [diff_sq_part, diff_sq_finite_part, diff_sum_part, ref_sq_part];
         for i in 0..n {
             diff_sq[i].add(sums[0][i]);
             diff_sq_finite[i].add(sums[1][i]);

@@ -299,3 +299,18 @@ proptest! {
         prop_assert_eq!(s.elements as usize, a.len());
     }
 }
+
+/// `cargo test --lib metrics_speed -- --ignored --nocapture`: compare() throughput.
+#[test]
+#[ignore]
+fn metrics_speed() {
+    for shape in [[1i64, 64, 4096], [1, 64, 49152], [4, 512, 4096]] {
+        tch::manual_seed(0);
+        let r = Tensor::randn(shape, (Kind::Float, tch::Device::Cpu));
+        let t = (&r + Tensor::randn(shape, (Kind::Float, tch::Device::Cpu)) * 1e-3).to_kind(Kind::Half);
+        let start = std::time::Instant::now();
+        let c = compare(&r, &t).unwrap();
+        let s = start.elapsed().as_secs_f64();
+        println!("{shape:?}: {:.1} ms, {:.0} M elements/s (l2 {:.4})", s * 1e3, r.numel() as f64 / s / 1e6, c.summary.abs_diff_l2());
+    }
+}

@@ -139,10 +139,13 @@ impl Pool {
     }
 }
 
+/// One shape's layer keys in first-seen order and their observations.
+type ShapeLayers = (Vec<String>, HashMap<String, Observations>);
+
 /// Per (batch, seq), per layer key in first-seen order.
 #[derive(Default)]
 struct ShapePool {
-    shapes: BTreeMap<(u64, u64), (Vec<String>, HashMap<String, Observations>)>,
+    shapes: BTreeMap<(u64, u64), ShapeLayers>,
 }
 
 impl ShapePool {

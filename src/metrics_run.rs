@@ -1,0 +1,209 @@
+//! Seed step 1 (`generate_layers_metrics.py`): run a reference and a target over the same inputs,
+//! compare every hooked module, and write the per-layer metric files (seed CSVs or compact).
+//!
+//! Differences from the seed, on purpose (README "Where we differ"): tuple outputs hold what their
+//! name says; in generate mode the target decodes the reference's tokens (teacher forcing), so that
+//! each step compares like with like instead of two diverging generations.
+
+use std::path::{Path, PathBuf};
+
+use tch::Tensor;
+
+use crate::capture::{Capture, Mode, Recorder};
+use crate::formats::case::SeedCase;
+use crate::formats::compact::{compact_file_name, CompactWriter};
+use crate::formats::seed_csv::write_layer_csvs;
+use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
+use crate::model::{AttentionMask, DecoderModel};
+use crate::run::{self, RunSpec};
+use crate::target::Target;
+
+/// The output format of metric files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// Two CSV files per layer, exactly as the seed writes them.
+    SeedCsv,
+    /// One `layercheck-compact/1` file per case.
+    Compact,
+}
+
+/// Where a case's prompts come from.
+#[derive(Debug, Clone)]
+pub enum InputSource {
+    /// ShareGPT JSON, sampled as the seed samples it.
+    ShareGpt(PathBuf),
+    /// Prompts (one per line or a JSON list): batch k takes the k-th run of B prompts that fit S.
+    Prompts(PathBuf),
+    /// Token ids as given (their B and S must be the case's).
+    Ids(PathBuf),
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct MetricsRunOptions {
+    pub model_path: PathBuf,
+    /// The model id of file names (`/` becomes `--`).
+    pub model_id: String,
+    pub mode: Mode,
+    pub batch_sizes: Vec<usize>,
+    pub seq_lengths: Vec<usize>,
+    pub max_new_tokens: Vec<usize>,
+    pub output_path: PathBuf,
+    pub format: MetricsFormat,
+    pub reference: Target,
+    pub target: Target,
+    pub inputs: InputSource,
+    /// Batches of prompts per case (compact format; prompts input): more observations per shape.
+    pub prompt_batches: usize,
+}
+
+/// Why metric generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsRunError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("record {name}: the target did not record it (the reference did)")]
+    MissingRecord { name: String },
+    #[error("{0}")]
+    Write(String),
+}
+
+/// One case's progress, reported to a caller that draws it.
+pub trait RunProgress {
+    fn start(&self, _cases: u64) {}
+    fn case_done(&self, _name: &str) {}
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl RunProgress for Quiet {}
+
+fn setup<E: std::fmt::Display>(e: E) -> MetricsRunError {
+    MetricsRunError::Setup(e.to_string())
+}
+
+/// Runs every case of the product batch sizes x seq lengths x new tokens; returns the files written.
+pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<Vec<PathBuf>, MetricsRunError> {
+    if opts.prompt_batches > 1 && (opts.format == MetricsFormat::SeedCsv || !matches!(opts.inputs, InputSource::Prompts(_))) {
+        return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)".into()));
+    }
+    let tokenizer = Tokenizer::load(&opts.model_path).map_err(setup)?;
+    let reference = DecoderModel::load(&opts.model_path, opts.reference).map_err(setup)?;
+    let target = DecoderModel::load(&opts.model_path, opts.target).map_err(setup)?;
+    std::fs::create_dir_all(&opts.output_path).map_err(|e| setup(format!("{}: {e}", opts.output_path.display())))?;
+    let mut cases = Vec::new();
+    for &b in &opts.batch_sizes {
+        for &s in &opts.seq_lengths {
+            for &t in &opts.max_new_tokens {
+                for k in 0..opts.prompt_batches.max(1) {
+                    cases.push((b, s, t, k));
+                }
+            }
+        }
+    }
+    progress.start(cases.len() as u64);
+    let mut written = Vec::new();
+    for (b, s, t, k) in cases {
+        let batch = case_batch(opts, &tokenizer, b, s, k)?;
+        let spec = RunSpec { mode: opts.mode, max_new_tokens: t, mask: AttentionMask::AttendPads };
+        let ref_capture = run::capture(&reference, &opts.model_path, &batch, &spec, Recorder::all()).map_err(setup)?;
+        let forced = ref_capture.tensors.get("output_ids").map(|ids| ids.narrow(1, s as i64, t as i64));
+        let mut recorder = Recorder::all();
+        run::execute(&target, &batch, &spec, forced.as_ref(), &mut recorder).map_err(setup)?;
+        let target_capture = Capture::from_records(&recorder.records, Vec::new(), Default::default());
+        let case = SeedCase::new(&opts.model_id, t as u64, b as u64, s as u64);
+        written.extend(write_case(opts, &case, k, &ref_capture, &target_capture)?);
+        progress.case_done(&case.prefix());
+    }
+    progress.finish();
+    Ok(written)
+}
+
+/// The inputs of batch `k` of a case.
+fn case_batch(opts: &MetricsRunOptions, tokenizer: &Tokenizer, b: usize, s: usize, k: usize) -> Result<TokenBatch, MetricsRunError> {
+    match &opts.inputs {
+        InputSource::Ids(path) => {
+            let batch = TokenBatch::read_json(path).map_err(setup)?;
+            if batch.batch_size() != b || batch.seq_len() != s {
+                return Err(setup(format!(
+                    "{} holds {} x {} ids but the case is batch size {b}, sequence length {s}\n(hint: pass --batch_sizes {} --seq_lengths {})",
+                    path.display(),
+                    batch.batch_size(),
+                    batch.seq_len(),
+                    batch.batch_size(),
+                    batch.seq_len()
+                )));
+            }
+            Ok(batch)
+        }
+        InputSource::ShareGpt(path) => {
+            let sampled = crate::sharegpt::prepare_inputs(path, tokenizer.inner(), b, s).map_err(setup)?;
+            TokenBatch::from_rows(sampled.ids).map_err(setup)
+        }
+        InputSource::Prompts(path) => {
+            let prompts = read_prompts(path).map_err(setup)?;
+            let mut fitting = Vec::new();
+            for p in prompts {
+                if tokenizer.encode(&p).map_err(setup)?.len() <= s {
+                    fitting.push(p);
+                }
+            }
+            let chosen: Vec<String> = fitting.iter().skip(k * b).take(b).cloned().collect();
+            if chosen.len() < b {
+                return Err(setup(format!(
+                    "{}: {} prompt(s) fit in {s} tokens; batch {k} of size {b} needs {}\n(hint: add prompts, lower --prompt-batches or raise --seq_lengths)",
+                    path.display(),
+                    fitting.len(),
+                    (k + 1) * b
+                )));
+            }
+            TokenBatch::from_prompts(&chosen, tokenizer, Some(s)).map_err(setup)
+        }
+    }
+}
+
+fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &Capture, target: &Capture) -> Result<Vec<PathBuf>, MetricsRunError> {
+    let write = |e: &dyn std::fmt::Display| MetricsRunError::Write(e.to_string());
+    let mut compact = CompactWriter::new(case.clone())
+        .with_metadata("mode", &opts.mode.to_string())
+        .and_then(|w| w.with_metadata("reference", &opts.reference.to_string()))
+        .and_then(|w| w.with_metadata("target", &opts.target.to_string()))
+        .and_then(|w| w.with_metadata("layercheck_version", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| write(&e))?;
+    let mut written = Vec::new();
+    for name in &reference.keys {
+        let r: &Tensor = &reference.tensors[name];
+        let t = target.tensors.get(name).ok_or_else(|| MetricsRunError::MissingRecord { name: name.clone() })?;
+        let comparison = crate::metrics::compare(r, t).map_err(|e| MetricsRunError::Write(format!("record {name}: {e}")))?;
+        match opts.format {
+            MetricsFormat::SeedCsv => written.extend(write_layer_csvs(&opts.output_path, case, name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?),
+            MetricsFormat::Compact => compact.push(name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?,
+        }
+    }
+    if opts.format == MetricsFormat::Compact {
+        let path = if k == 0 {
+            compact.write(&opts.output_path).map_err(|e| write(&e))?
+        } else {
+            // Further prompt batches of the same case: same case metadata, their own file.
+            let dir = opts.output_path.join(format!(".batch-{k}"));
+            std::fs::create_dir_all(&dir).map_err(|e| write(&e))?;
+            let tmp = compact.write(&dir).map_err(|e| write(&e))?;
+            let name = compact_file_name(case).replace(crate::formats::compact::SUFFIX, &format!("_prompts-{k}{}", crate::formats::compact::SUFFIX));
+            let path = opts.output_path.join(name);
+            if path.exists() {
+                return Err(MetricsRunError::Write(format!("{} exists; layercheck never overwrites metric files", path.display())));
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| write(&e))?;
+            let _ = std::fs::remove_dir(&dir);
+            path
+        };
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The model id of a folder: its name.
+pub fn model_id_of(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+}

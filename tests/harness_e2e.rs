@@ -1,0 +1,148 @@
+//! The per-layer suite run as a user runs it (`cargo test --test layers`, `cargo nextest run`),
+//! on the embedded tiny Granite, with matrices and golden folders of each test's own.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A matrix file in a temporary folder; paths point into the repository, golden into `golden`.
+fn matrix(dir: &Path, golden: &Path, model: &Path, targets: &str, feeds: &str, modes: &str) -> PathBuf {
+    let r = root();
+    let text = format!(
+        r#"golden_dir = "{golden}"
+[models.tiny-granite]
+path = "{model}"
+prompts = "{r}/tests/fixtures/prompts/tiny.txt"
+thresholds = "{r}/thresholds/tiny-granite-thresholds.json"
+golden_inputs = true
+[faults.fault-l1-dense]
+base = "cpu-f32"
+module = "model.base_model.layers1.attn.dense"
+amplitude = 0.05
+[matrix]
+models = ["tiny-granite"]
+targets = [{targets}]
+modes = [{modes}]
+feeds = [{feeds}]
+batch_sizes = [1]
+seq_lengths = [32]
+max_new_tokens = [4]
+"#,
+        golden = golden.display(),
+        model = model.display(),
+        r = r.display(),
+    );
+    let path = dir.join("layercheck.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs cargo in the repository with the suite's variables cleared and `env` set.
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root()).args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LAYERCHECK_") || k == "CI" || k.starts_with("NEXTEST") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// (passed, failed, ignored) test names from libtest-style output.
+fn outcomes(o: &Output) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let (mut ok, mut failed, mut ignored) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let Some(rest) = line.strip_prefix("test ") else { continue };
+        let Some((name, result)) = rest.rsplit_once(" ... ") else { continue };
+        match result.trim() {
+            "ok" => ok.insert(name.trim().to_string()),
+            "FAILED" => failed.insert(name.trim().to_string()),
+            r if r.starts_with("ignored") => ignored.insert(name.trim().to_string()),
+            _ => false,
+        };
+    }
+    (ok, failed, ignored)
+}
+
+fn layer_of(name: &str) -> &str {
+    name.rsplit("::").next().unwrap()
+}
+
+#[test]
+fn missing_golden_then_regeneration_then_staleness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = tmp.path().join("golden");
+    // A copy of the model, so that its weights can change under the golden file.
+    let model = tmp.path().join("tiny-granite");
+    std::fs::create_dir(&model).unwrap();
+    for e in std::fs::read_dir(root().join("models/tiny-granite")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let m = matrix(tmp.path(), &golden, &model, "\"cpu-f16\"", "\"cumulative\"", "\"model-forward\"");
+    let m = m.to_str().unwrap();
+    let run = |extra: &[(&str, &str)]| {
+        let mut env = vec![("LAYERCHECK_MATRIX", m)];
+        env.extend_from_slice(extra);
+        cargo(&["test", "-q", "--test", "layers"], &env)
+    };
+
+    // Missing: every test of the case is listed and fails with the fix command.
+    let out = run(&[]);
+    let (ok, failed, _) = outcomes(&out);
+    assert!(ok.is_empty() && failed.len() == 41, "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("fwd-b1-s32.safetensors is missing") && t.contains("LAYERCHECK_UPDATE_GOLDEN=1 cargo test --test layers -- 'tiny-granite::cpu-f16::fwd::b1::s32::'"), "{t}");
+
+    // Regeneration is refused under CI, and writes nothing.
+    let out = run(&[("LAYERCHECK_UPDATE_GOLDEN", "1"), ("CI", "true")]);
+    assert!(!out.status.success() && text(&out).contains("refusing to regenerate golden files under CI"), "{}", text(&out));
+    assert!(!golden.exists());
+
+    // Regeneration writes one file atomically (no temporary file left) and the case passes.
+    let out = run(&[("LAYERCHECK_UPDATE_GOLDEN", "1")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let files: Vec<String> = std::fs::read_dir(golden.join("tiny-granite")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files, ["fwd-b1-s32.safetensors"]);
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Changed weights: the golden is stale, reported as such rather than as a numeric failure.
+    let config = model.join("config.json");
+    let changed = std::fs::read_to_string(&config).unwrap().replace("\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": 1e-05");
+    std::fs::write(&config, changed).unwrap();
+    let out = run(&[]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("is stale: the model's config.json changed since it was made"), "{t}");
+    assert!(!t.contains("diverges"), "a stale golden must not be reported as a numeric failure:\n{t}");
+}
+
+#[test]
+fn the_fault_target_fails_its_module_alone_when_isolated_and_everything_after_when_cumulative() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = matrix(tmp.path(), &root().join("golden"), &root().join("models/tiny-granite"), "\"fault-l1-dense\"", "\"isolated\", \"cumulative\"", "\"model-forward\"");
+    let out = cargo(&["test", "-q", "--test", "layers"], &[("LAYERCHECK_MATRIX", m.to_str().unwrap())]);
+    let (ok, failed, _) = outcomes(&out);
+    assert!(!ok.is_empty(), "{}", text(&out));
+    let iso: Vec<&str> = failed.iter().filter(|n| n.contains("::iso::")).map(|n| layer_of(n)).collect();
+    assert_eq!(iso, ["model.base_model.layers1.attn.dense", "summary"], "{}", text(&out));
+    let order: Vec<String> = layercheck::hooks::ModuleKey::forward_order(3, false).iter().map(|k| k.to_string()).collect();
+    let from = order.iter().position(|k| k == "model.base_model.layers1.attn.dense").unwrap();
+    let mut expected: Vec<&str> = order[from..].iter().map(String::as_str).collect();
+    expected.push("summary");
+    expected.sort();
+    let mut cumulative: Vec<&str> = failed.iter().filter(|n| !n.contains("::iso::")).map(|n| layer_of(n)).collect();
+    cumulative.sort();
+    assert_eq!(cumulative, expected, "{}", text(&out));
+    assert!(text(&out).contains("the first failing layer of this case is model.base_model.layers1.attn.dense") || text(&out).contains("first failing layer is model.base_model.layers1.attn.dense"));
+}
