@@ -4,6 +4,7 @@ mod capture;
 mod env;
 mod generate;
 mod progress;
+mod run;
 mod thresholds;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ pub struct Cli {
 enum Command {
     /// Print the libtorch version and location, the thread count and whether CUDA is available.
     Env(env::EnvArgs),
+    /// The main job: check every case of the test matrix (layercheck.toml) layer by layer
+    /// against its golden reference and thresholds, and say where the target first diverges.
+    Run(run::RunArgs),
     /// Run a model with hooks on every module and write every output, and the logits, to a
     /// safetensors capture file.
     Capture(capture::CaptureArgs),
@@ -38,6 +42,7 @@ pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Env(args) => env::run(args),
+        Command::Run(args) => run::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Thresholds(args) => thresholds::run(args),
