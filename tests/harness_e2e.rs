@@ -146,3 +146,79 @@ fn the_fault_target_fails_its_module_alone_when_isolated_and_everything_after_wh
     assert_eq!(cumulative, expected, "{}", text(&out));
     assert!(text(&out).contains("the first failing layer of this case is model.base_model.layers1.attn.dense") || text(&out).contains("first failing layer is model.base_model.layers1.attn.dense"));
 }
+
+/// Test names of `cargo nextest list` with their ignored flag.
+fn nextest_list(env: &[(&str, &str)]) -> Vec<(String, bool)> {
+    let out = cargo(&["nextest", "list", "--test", "layers", "--message-format", "json"], env);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = &json["rust-suites"]["layercheck::layers"]["testcases"];
+    let mut names: Vec<(String, bool)> = cases.as_object().unwrap().iter().map(|(n, v)| (n.clone(), v["ignored"].as_bool().unwrap())).collect();
+    names.sort();
+    names
+}
+
+/// Names of tests nextest reports as passed or failed: `PASS [..] (n/N) binary name`.
+fn nextest_ran(o: &Output) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut pass, mut fail) = (BTreeSet::new(), BTreeSet::new());
+    for line in String::from_utf8_lossy(&o.stderr).lines() {
+        let l = line.trim_start();
+        let set = if l.starts_with("PASS") { &mut pass } else if l.starts_with("FAIL") { &mut fail } else { continue };
+        if let Some(name) = l.split_whitespace().last() {
+            set.insert(name.to_string());
+        }
+    }
+    (pass, fail)
+}
+
+#[test]
+fn nextest_lists_filters_partitions_and_runs_ignored_tests_as_a_user_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = matrix(tmp.path(), &root().join("golden"), &root().join("models/tiny-granite"), "\"cpu-f16\", \"cuda-f16\"", "\"cumulative\"", "\"model-forward\"");
+    let env = [("LAYERCHECK_MATRIX", m.to_str().unwrap())];
+
+    // Listing: 41 tests per case; CUDA listed and ignored where no GPU; independent of the update
+    // mode and of which golden files exist.
+    let listed = nextest_list(&env);
+    assert_eq!(listed.len(), 82);
+    let gpu = tch::Cuda::is_available();
+    assert!(listed.iter().all(|(n, ignored)| *ignored == (n.contains("::cuda-f16::") && !gpu)));
+    let nowhere = tmp.path().join("no-golden");
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let m2 = matrix(&other, &nowhere, &root().join("models/tiny-granite"), "\"cpu-f16\", \"cuda-f16\"", "\"cumulative\"", "\"model-forward\"");
+    assert_eq!(nextest_list(&[("LAYERCHECK_MATRIX", m2.to_str().unwrap()), ("LAYERCHECK_UPDATE_GOLDEN", "1")]), listed);
+
+    // A layer filter: all of layer 1, nothing else.
+    let out = cargo(&["nextest", "run", "--test", "layers", "--no-fail-fast", "-E", r"test(/::model\.base_model\.layers1\./)"], &env);
+    let (pass, fail) = nextest_ran(&out);
+    let ran: BTreeSet<&str> = pass.iter().chain(&fail).map(|n| layer_of(n)).collect();
+    assert_eq!(ran.len(), 12, "{}", text(&out));
+    assert!(ran.iter().all(|k| k.starts_with("model.base_model.layers1.")), "{ran:?}");
+
+    // --exact through cargo test runs exactly one test.
+    let one = "tiny-granite::cpu-f16::fwd::b1::s32::model.head";
+    let out = cargo(&["test", "-q", "--test", "layers", "--", "--exact", one], &env);
+    let (ok, failed, _) = outcomes(&out);
+    assert_eq!(ok.len() + failed.len(), 1, "{}", text(&out));
+
+    // Two partitions: disjoint, and together every test that is not ignored.
+    let mut seen = Vec::new();
+    for part in ["count:1/2", "count:2/2"] {
+        let out = cargo(&["nextest", "run", "--test", "layers", "--no-fail-fast", "--partition", part], &env);
+        let (pass, fail) = nextest_ran(&out);
+        seen.push(pass.union(&fail).cloned().collect::<BTreeSet<String>>());
+    }
+    assert!(seen[0].is_disjoint(&seen[1]));
+    let all: BTreeSet<String> = seen[0].union(&seen[1]).cloned().collect();
+    let expected: BTreeSet<String> = listed.iter().filter(|(_, i)| !i).map(|(n, _)| n.clone()).collect();
+    assert_eq!(all, expected);
+
+    // --ignored runs the CUDA tests, which say why they cannot run here.
+    if !gpu {
+        let out = cargo(&["nextest", "run", "--test", "layers", "--no-fail-fast", "--run-ignored", "only", "-E", "test(/model\\.head$/)"], &env);
+        let (pass, fail) = nextest_ran(&out);
+        assert!(pass.is_empty() && fail.len() == 1, "{}", text(&out));
+        assert!(text(&out).contains("target cuda-f16 is not available"), "{}", text(&out));
+    }
+}
