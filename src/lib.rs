@@ -19,3 +19,4 @@ pub mod thresholds;
 pub mod py_random;
 pub mod sharegpt;
 pub mod metrics_run;
+pub mod report;

@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use crate::capture::{Capture, Mode, Recorder};
 use crate::formats::case::SeedCase;
-use crate::formats::compact::{compact_file_name, CompactWriter};
+use crate::formats::compact::CompactWriter;
 use crate::formats::seed_csv::write_layer_csvs;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{AttentionMask, DecoderModel};
@@ -23,7 +23,7 @@ use crate::target::Target;
 pub enum MetricsFormat {
     /// Two CSV files per layer, exactly as the seed writes them.
     SeedCsv,
-    /// One `layercheck-compact/1` file per case.
+    /// One `layercheck-compact/2` file per case (per batch of prompts).
     Compact,
 }
 
@@ -182,23 +182,9 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
         }
     }
     if opts.format == MetricsFormat::Compact {
-        let path = if k == 0 {
-            compact.write(&opts.output_path).map_err(|e| write(&e))?
-        } else {
-            // Further prompt batches of the same case: same case metadata, their own file.
-            let dir = opts.output_path.join(format!(".batch-{k}"));
-            std::fs::create_dir_all(&dir).map_err(|e| write(&e))?;
-            let tmp = compact.write(&dir).map_err(|e| write(&e))?;
-            let name = compact_file_name(case).replace(crate::formats::compact::SUFFIX, &format!("_prompts-{k}{}", crate::formats::compact::SUFFIX));
-            let path = opts.output_path.join(name);
-            if path.exists() {
-                return Err(MetricsRunError::Write(format!("{} exists; layercheck never overwrites metric files", path.display())));
-            }
-            std::fs::rename(&tmp, &path).map_err(|e| write(&e))?;
-            let _ = std::fs::remove_dir(&dir);
-            path
-        };
-        written.push(path);
+        // Further prompt batches of the same case: same case metadata, their own tagged file.
+        let tag = (k > 0).then(|| format!("prompts-{k}"));
+        written.push(compact.write_tagged(&opts.output_path, tag.as_deref()).map_err(|e| write(&e))?);
     }
     Ok(written)
 }

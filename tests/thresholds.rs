@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use layercheck::formats::case::SeedCase;
 use layercheck::formats::compact::CompactWriter;
 use layercheck::formats::seed_csv::write_layer_csvs;
-use layercheck::metrics::compare;
+use layercheck::metrics::{compare, true_cos_sim};
 use layercheck::thresholds::{compute, MetricThresholds, NoProgress, ThresholdsError, ThresholdsFile, ThresholdsOptions};
 use tch::{Kind, Tensor};
 
@@ -131,8 +131,13 @@ fn csv_and_compact_inputs_agree() {
     for key in ["model.base_model.embedding", "model.base_model.layers0.ln", "model.head"] {
         let (a, b) = (pa.get(2, 5, key).unwrap(), pb.get(2, 5, key).unwrap());
         assert_eq!((a.observations, a.nonfinite_observations), (b.observations, b.nonfinite_observations), "{key}");
-        for (x, y) in [(a.abs_diff_l2, b.abs_diff_l2), (a.abs_diff_max, b.abs_diff_max), (a.cos_mean, b.cos_mean), (a.cos_min, b.cos_min)] {
+        for (x, y) in [(a.abs_diff_l2, b.abs_diff_l2), (a.abs_diff_max, b.abs_diff_max)] {
             assert!(same(x.unwrap(), y.unwrap()), "{key}: {x:?} vs {y:?}");
+        }
+        // Per-shape cos: the seed's from CSV files (all they hold), the true cos from compact files.
+        for (x, y) in [(a.cos_mean, b.cos_mean), (a.cos_min, b.cos_min)] {
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert!((x.is_nan() && y.is_nan()) || ((x - y).abs() < 1e-3 && x != y && y <= 1.0 + 1e-15), "{key}: seed {x:e} vs true {y:e}");
         }
         assert!(a.rel_l2.is_none() && b.rel_l2.is_some() && b.sqnr_db.is_some());
     }
@@ -146,6 +151,64 @@ fn csv_and_compact_inputs_agree() {
     }
     let err = compute("test-org/tiny-model", &options(both.path(), true), &NoProgress).unwrap_err();
     assert!(matches!(err, ThresholdsError::DuplicateCase { .. }), "{err}");
+}
+
+fn f64s(t: &Tensor) -> Vec<f64> {
+    let t = t.to_kind(Kind::Double).contiguous().view([-1]);
+    let n = t.numel();
+    let mut v = vec![0.0; n];
+    t.copy_data(&mut v, n);
+    v
+}
+
+/// Several compact files of one case, written under tags as `layercheck generate --prompt-batches`
+/// writes them, are pooled: two files of a batch-size-1 case give 2 observations per layer, the
+/// seed's reductions run over both files' values, and a CSV of the same case is still a duplicate.
+#[test]
+fn tagged_compact_files_of_one_case_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = SeedCase::new("test-org/tiny-model", 4, 1, 5);
+    let keys = ["model.base_model.embedding", "model.base_model.layers[0].ln", "model.head"];
+    // Per key: each file's (abs_diff values, seed cos values, per-prompt mean of the true cos).
+    let mut seen: Vec<Vec<(Vec<f64>, Vec<f64>, f64)>> = vec![Vec::new(); keys.len()];
+    let mut paths = Vec::new();
+    for (file, tag) in [None, Some("prompts-1")].into_iter().enumerate() {
+        let mut writer = CompactWriter::new(case.clone());
+        for (i, key) in keys.iter().enumerate() {
+            let r = random(&[1, 5, 6], (10 * file + i) as i64);
+            let t = (&r + random(&[1, 5, 6], 100 + (10 * file + i) as i64) * 1e-2).to_kind(Kind::Half);
+            let c = compare(&r, &t).unwrap();
+            let true_cos = f64s(&true_cos_sim(&r, &t).unwrap());
+            seen[i].push((f64s(&c.abs_diff), f64s(&c.cos_sim), true_cos.iter().sum::<f64>() / true_cos.len() as f64));
+            writer.push(key, &r.size(), &t.size(), &c).unwrap();
+        }
+        paths.push(writer.write_tagged(dir.path(), tag).unwrap());
+    }
+    assert!(paths[1].file_name().unwrap().to_str().unwrap().ends_with("_dtype-float16_prompts-1.layercheck.safetensors"));
+    let (file, report) = compute("test-org/tiny-model", &options(dir.path(), true), &NoProgress).unwrap();
+    assert_eq!(report.compact_files, 2);
+    let per_shape = file.per_shape.as_ref().unwrap();
+    for (i, key) in ["model.base_model.embedding", "model.base_model.layers0.ln", "model.head"].iter().enumerate() {
+        let t = per_shape.get(1, 5, key).unwrap();
+        assert_eq!((t.observations, t.nonfinite_observations), (2, 0), "{key}");
+        // numpy's linear 1st percentile of two values: lo + 0.01 * (hi - lo).
+        let (lo, hi) = (seen[i][0].2.min(seen[i][1].2), seen[i][0].2.max(seen[i][1].2));
+        let want = lo + 0.01 * (hi - lo);
+        assert!((t.cos_mean.unwrap() - want).abs() <= 1e-15 && want <= 1.0, "{key}: {:?} vs {want}", t.cos_mean);
+        let all_abs: Vec<f64> = seen[i].iter().flat_map(|s| s.0.clone()).collect();
+        let all_cos: Vec<f64> = seen[i].iter().flat_map(|s| s.1.clone()).collect();
+        assert_eq!(all_abs.len(), 60);
+        let norm = all_abs.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let mean = all_cos.iter().sum::<f64>() / all_cos.len() as f64;
+        assert!(same(file.layer("abs_diff", key).unwrap(), norm), "{key}");
+        assert!(same(file.layer("cos_sim_avg", key).unwrap(), mean), "{key}");
+    }
+    // A seed CSV file of the same case next to the tagged compact file: counted twice, refused.
+    let r = random(&[1, 5, 6], 7);
+    write_layer_csvs(dir.path(), &case, "model.head", &r.size(), &r.size(), &compare(&r, &r).unwrap()).unwrap();
+    std::fs::remove_file(&paths[0]).unwrap();
+    let err = compute("test-org/tiny-model", &options(dir.path(), true), &NoProgress).unwrap_err();
+    assert!(matches!(&err, ThresholdsError::DuplicateCase { compact, .. } if compact == &paths[1]), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod capture;
 mod env;
 mod generate;
 mod progress;
+mod report;
 mod run;
 mod thresholds;
 
@@ -33,6 +34,9 @@ enum Command {
     /// Per-layer thresholds from a folder of metric files (seed CSVs or compact files), as
     /// get_thresholds.py computes them, plus per-(batch, seq) thresholds over prompts.
     Thresholds(thresholds::ThresholdsArgs),
+    /// Rebuild a case's report (report.md, report.html, plot.png, plot.svg) from its stored
+    /// results.jsonl, or write one from a compact metrics file, without running a model.
+    Report(report::ReportArgs),
 }
 
 /// Any error a subcommand reports; printed with its chain of causes.
@@ -46,5 +50,6 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Capture(args) => capture::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Thresholds(args) => thresholds::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

@@ -5,20 +5,32 @@
 //! keeps exactly those, as binary f64, in one safetensors file per case (readable from Python
 //! with `safetensors.safe_open` and `json.loads` of the metadata).
 //!
-//! # Format `layercheck-compact/1`
+//! # Format `layercheck-compact/2`
 //!
-//! File `{output_path}/{prefix}.layercheck.safetensors`, `prefix` the case's seed prefix
-//! ([`SeedCase::prefix`]), so that the seed's glob `{model}*` finds it too (but not `*.csv`).
+//! File `{output_path}/{prefix}.layercheck.safetensors` ([`CompactWriter::write`]), or
+//! `{output_path}/{prefix}_{tag}.layercheck.safetensors` ([`CompactWriter::write_tagged`]: further
+//! files of the same case, e.g. `_prompts-1` for a second batch of prompts; a tag is
+//! `[a-z0-9.-]+`, not starting with `.`, so it holds no `_`). `prefix` is the case's seed prefix
+//! ([`SeedCase::prefix`]), so that the seed's glob `{model}*` and
+//! [`super::metric_files::compact_files`] find both forms (the seed's `*.csv` globs find
+//! neither). A file is never overwritten. The case itself is in the metadata, not taken from the
+//! name.
 //!
 //! Tensors (little-endian F64):
 //! - `summaries` `[R, 18]`: row r is record r's whole-tensor [`LayerSummary`], fields in the order
-//!   of the metadata entry `summary_fields` ([`SUMMARY_FIELDS`]).
-//! - `item_summaries` `[I, 18]`: the per-batch-item summaries of all records, concatenated.
+//!   of the metadata entry `summary_fields` ([`SUMMARY_FIELDS`]). Its cos fields (`cos_sum`,
+//!   `cos_sum_finite`, `cos_min`, `cos_argmin`, `cos_nan`) are of the **true** cosine
+//!   ([`crate::metrics::true_cos_sim`]: both sides in f64, at most 1 up to f64 rounding).
+//! - `item_summaries` `[I, 18]`: the per-batch-item summaries of all records, concatenated (same
+//!   fields, same true cosine).
 //! - `cos_sim` `[C]`: the per-token cos values of all records, concatenated, each record's
-//!   row-major (f32 values when the comparison ran in f32, stored exactly).
+//!   row-major: the **seed's** cos ([`crate::metrics::cos_sim`], f16 side normalised in f16, can
+//!   exceed 1), exactly the values a seed CSV file of the same comparison holds (f32 values when
+//!   the comparison ran in f32, stored exactly). The seed's `cos_sim_avg` / `cos_sim_mean`
+//!   thresholds are computed from these, so they match the seed's.
 //!
 //! Metadata (strings):
-//! - `format`: `layercheck-compact/1`.
+//! - `format`: `layercheck-compact/2`.
 //! - `case`: JSON `{"model", "max_new_tokens", "batch_size", "seq_length", "dtype"}`.
 //! - `summary_fields`: JSON list of the 18 field names.
 //! - `records`: JSON list, in capture order, of `{"key", "reference_shape", "target_shape",
@@ -28,8 +40,16 @@
 //!
 //! What can be recomputed from it: every [`LayerSummary`] value, per record and per batch item;
 //! the seed's threshold reductions exactly (`abs_diff` norm from `abs_diff_sq_sum_finite` and
-//! `abs_diff_inf`, cos means from the cos values); per-token cos. What cannot: individual
-//! `abs_diff` elements (so no percentile over them).
+//! `abs_diff_inf`, cos means from the seed's per-token cos); the seed's per-token cos. What
+//! cannot: individual `abs_diff` elements (so no percentile over them), the true cos of one token
+//! (only its per-item sum, minimum and argmin).
+//!
+//! # Versions
+//!
+//! - `layercheck-compact/1`: same layout, but the summaries' cos fields were of the seed's cos.
+//!   Read as version 2, its per-prompt cos thresholds would again be percentiles of a cos that
+//!   exceeds 1, so it is refused (with the hint to regenerate); no tool reads it any more.
+//! - `layercheck-compact/2`: the summaries' cos fields are of the true cosine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,10 +64,12 @@ use super::case::{file_key, SeedCase};
 use crate::metrics::{Comparison, LayerSummary, SUMMARY_FIELDS};
 
 /// The `format` metadata value.
-pub const FORMAT: &str = "layercheck-compact/1";
+pub const FORMAT: &str = "layercheck-compact/2";
 /// The file-name suffix after the case prefix.
 pub const SUFFIX: &str = ".layercheck.safetensors";
 const RESERVED: [&str; 4] = ["format", "case", "summary_fields", "records"];
+/// The largest header [`CompactFile::read_case`] accepts (safetensors' own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Why a compact file could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +92,9 @@ pub enum CompactError {
     /// The cos tensor could not be read.
     #[error("could not read the cos values of {key}: {source}")]
     Torch { key: String, source: tch::TchError },
+    /// A file tag is not of the form `[a-z0-9.-]+` (not starting with `.`).
+    #[error("compact file tag {tag:?} is not allowed\n(hint: a tag is lowercase letters, digits, `-` and `.`, not starting with `.`, e.g. `prompts-1`)")]
+    BadTag { tag: String },
 }
 
 /// One layer's entry in a compact file.
@@ -83,11 +108,11 @@ pub struct CompactRecord {
     pub target_shape: Vec<i64>,
     /// The cos tensor's shape (leading dims).
     pub cos_shape: Vec<i64>,
-    /// The whole tensor's summary.
+    /// The whole tensor's summary (cos fields: the true cosine).
     pub summary: LayerSummary,
-    /// Per batch item summaries.
+    /// Per batch item summaries (cos fields: the true cosine).
     pub items: Vec<LayerSummary>,
-    /// Per-token cos, row-major.
+    /// The seed's per-token cos ([`Comparison::cos_sim`]), row-major.
     pub cos_sim: Vec<f64>,
 }
 
@@ -178,9 +203,19 @@ impl CompactWriter {
         compact_path(output_path, &self.case)
     }
 
-    /// Writes the file under `output_path` (never over an existing one); returns its path.
+    /// Writes the file `{prefix}.layercheck.safetensors` under `output_path` (never over an
+    /// existing one); returns its path. Same as [`CompactWriter::write_tagged`] without a tag.
     pub fn write(&self, output_path: &Path) -> Result<PathBuf, CompactError> {
-        let path = self.path(output_path);
+        self.write_tagged(output_path, None)
+    }
+
+    /// Writes the file under `output_path` as `{prefix}_{tag}.layercheck.safetensors`
+    /// (`{prefix}.layercheck.safetensors` for `None`), never over an existing one; returns its
+    /// path. Tags tell apart several files of one case (e.g. `prompts-1`, `prompts-2` for further
+    /// batches of prompts), which `layercheck thresholds` pools. [`CompactError::BadTag`] unless
+    /// the tag is `[a-z0-9.-]+` not starting with `.`.
+    pub fn write_tagged(&self, output_path: &Path, tag: Option<&str>) -> Result<PathBuf, CompactError> {
+        let path = output_path.join(compact_file_name_tagged(&self.case, tag)?);
         let (mut summaries, mut items, mut cos) = (Vec::new(), Vec::new(), Vec::new());
         let mut records = Vec::with_capacity(self.records.len());
         for r in &self.records {
@@ -237,6 +272,18 @@ pub fn compact_file_name(case: &SeedCase) -> String {
     format!("{}{SUFFIX}", case.prefix())
 }
 
+/// The compact file name of `case` under `tag`: `{prefix}_{tag}.layercheck.safetensors`, or
+/// [`compact_file_name`] for `None`. [`CompactError::BadTag`] unless the tag is `[a-z0-9.-]+` not
+/// starting with `.` (no `_`, no path separator).
+pub fn compact_file_name_tagged(case: &SeedCase, tag: Option<&str>) -> Result<String, CompactError> {
+    let Some(tag) = tag else { return Ok(compact_file_name(case)) };
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    if tag.is_empty() || tag.starts_with('.') || !tag.chars().all(allowed) {
+        return Err(CompactError::BadTag { tag: tag.to_string() });
+    }
+    Ok(format!("{}_{tag}{SUFFIX}", case.prefix()))
+}
+
 /// `output_path` joined with [`compact_file_name`].
 pub fn compact_path(output_path: &Path, case: &SeedCase) -> PathBuf {
     output_path.join(compact_file_name(case))
@@ -253,19 +300,64 @@ pub struct CompactFile {
     pub records: Vec<CompactRecord>,
 }
 
+/// Removes the metadata entry `key`.
+fn take(metadata: &mut BTreeMap<String, String>, key: &str, path: &Path) -> Result<String, CompactError> {
+    metadata.remove(key).ok_or_else(|| CompactError::Invalid { path: path.to_path_buf(), problem: format!("no `{key}` metadata") })
+}
+
+/// Checks the `format` entry and parses the `case` entry (both removed from `metadata`).
+fn check_format_and_case(metadata: &mut BTreeMap<String, String>, path: &Path) -> Result<SeedCase, CompactError> {
+    let invalid = |problem: String| CompactError::Invalid { path: path.to_path_buf(), problem };
+    let format = take(metadata, "format", path)?;
+    if format == "layercheck-compact/1" {
+        return Err(invalid(format!("format {format:?} is from an older layercheck whose summaries hold the seed's cos, not the true cos of {FORMAT:?}")));
+    }
+    if format != FORMAT {
+        return Err(invalid(format!("format is {format:?}, this layercheck reads {FORMAT:?}")));
+    }
+    let case: CaseJson = serde_json::from_str(&take(metadata, "case", path)?).map_err(|e| invalid(format!("case: {e}")))?;
+    Ok(SeedCase { model: case.model, max_new_tokens: case.max_new_tokens, batch_size: case.batch_size, seq_length: case.seq_length, dtype: case.dtype })
+}
+
 impl CompactFile {
+    /// The case of a compact file, from its header alone (the tensors are not read), with the
+    /// same checks of `format` and `case` as [`CompactFile::read`].
+    pub fn read_case(path: &Path) -> Result<SeedCase, CompactError> {
+        use std::io::Read;
+        #[derive(Deserialize)]
+        struct Header {
+            #[serde(rename = "__metadata__")]
+            metadata: Option<BTreeMap<String, String>>,
+        }
+        let invalid = |problem: String| CompactError::Invalid { path: path.to_path_buf(), problem };
+        let io = |source: std::io::Error| {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                invalid("the file ends inside its header".into())
+            } else {
+                CompactError::Read { path: path.to_path_buf(), source }
+            }
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).map_err(io)?;
+        let len = u64::from_le_bytes(len);
+        if len > MAX_HEADER_BYTES {
+            return Err(invalid(format!("a header of {len} bytes")));
+        }
+        let mut header = vec![0u8; len as usize];
+        file.read_exact(&mut header).map_err(io)?;
+        let header: Header = serde_json::from_slice(&header).map_err(|e| invalid(format!("header: {e}")))?;
+        check_format_and_case(&mut header.metadata.unwrap_or_default(), path)
+    }
+
     /// Reads and checks a compact file.
     pub fn read(path: &Path) -> Result<CompactFile, CompactError> {
         let bytes = std::fs::read(path).map_err(|source| CompactError::Read { path: path.to_path_buf(), source })?;
         let invalid = |problem: String| CompactError::Invalid { path: path.to_path_buf(), problem };
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(e.to_string()))?;
         let mut metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
-        let take = |m: &mut BTreeMap<String, String>, key: &str| m.remove(key).ok_or_else(|| invalid(format!("no `{key}` metadata")));
-        let format = take(&mut metadata, "format")?;
-        if format != FORMAT {
-            return Err(invalid(format!("format is {format:?}, this layercheck reads {FORMAT:?}")));
-        }
-        let case: CaseJson = serde_json::from_str(&take(&mut metadata, "case")?).map_err(|e| invalid(format!("case: {e}")))?;
+        let case = check_format_and_case(&mut metadata, path)?;
+        let take = |m: &mut BTreeMap<String, String>, key: &str| take(m, key, path);
         let fields: Vec<String> = serde_json::from_str(&take(&mut metadata, "summary_fields")?).map_err(|e| invalid(format!("summary_fields: {e}")))?;
         if fields != SUMMARY_FIELDS {
             return Err(invalid(format!("summary fields {fields:?} differ from {SUMMARY_FIELDS:?}")));
@@ -301,17 +393,7 @@ impl CompactFile {
                 cos_sim: cos_values,
             });
         }
-        Ok(CompactFile {
-            case: SeedCase {
-                model: case.model,
-                max_new_tokens: case.max_new_tokens,
-                batch_size: case.batch_size,
-                seq_length: case.seq_length,
-                dtype: case.dtype,
-            },
-            metadata,
-            records: out,
-        })
+        Ok(CompactFile { case, metadata, records: out })
     }
 }
 
@@ -346,9 +428,71 @@ mod tests {
         assert_eq!(back.records[0].cos_shape, vec![2, 3]);
         assert_eq!(back.records[0].summary.to_array().map(f64::to_bits), c.summary.to_array().map(f64::to_bits));
         assert_eq!(back.records[0].cos_sim.len(), 6);
+        // The cos_sim array is the seed's cos bit for bit; the summaries hold the true cos.
+        let seed: Vec<f64> = {
+            let t = c.cos_sim.to_kind(Kind::Double).view([-1]);
+            let mut v = vec![0.0; 6];
+            t.copy_data(&mut v, 6);
+            v
+        };
+        assert_eq!(back.records[0].cos_sim.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), seed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        let true_sum: f64 = {
+            let t = crate::metrics::true_cos_sim(&r, &t).unwrap().view([-1]);
+            let mut v = vec![0.0; 6];
+            t.copy_data(&mut v, 6);
+            v.iter().sum()
+        };
+        assert!((back.records[0].summary.cos_sum - true_sum).abs() <= 1e-15 && back.records[0].summary.cos_sum != seed.iter().sum::<f64>());
         assert!(back.records[1].summary.abs_diff_sq_sum.is_nan());
         assert_eq!(back.records[1].summary.reference_nan, 1);
         assert!(matches!(w.write(dir.path()), Err(CompactError::Write(AtomicWriteError::Exists { .. }))));
+    }
+
+    fn writer(case: &SeedCase) -> CompactWriter {
+        let mut w = CompactWriter::new(case.clone());
+        let r = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([1, 2, 2]);
+        w.push("model.head", &[1, 2, 2], &[1, 2, 2], &compare(&r, &r.to_kind(Kind::Half)).unwrap()).unwrap();
+        w
+    }
+
+    #[test]
+    fn tagged_files_are_named_after_the_case_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let case = SeedCase::new("org/model", 4, 1, 2);
+        let w = writer(&case);
+        let plain = w.write(dir.path()).unwrap();
+        let tagged = w.write_tagged(dir.path(), Some("prompts-1")).unwrap();
+        assert_eq!(w.write_tagged(dir.path(), None).unwrap_err().to_string(), AtomicWriteError::Exists { path: plain.clone() }.to_string());
+        assert_eq!(tagged, dir.path().join("org--model_max-new-tokens-4_batch-size-1_seq-length-2_dtype-float16_prompts-1.layercheck.safetensors"));
+        assert!(matches!(w.write_tagged(dir.path(), Some("prompts-1")), Err(CompactError::Write(AtomicWriteError::Exists { .. }))));
+        for bad in ["", "a_b", "a/b", "..", ".x", "A", "é"] {
+            let err = w.write_tagged(dir.path(), Some(bad)).unwrap_err();
+            assert!(matches!(err, CompactError::BadTag { .. }), "{bad:?}: {err}");
+            assert!(err.to_string().contains("hint"), "{err}");
+        }
+        // Both are found as the model's compact files, and both read back as the case.
+        let found = crate::formats::metric_files::compact_files(dir.path(), "org--model").unwrap();
+        assert_eq!(found, vec![plain.clone(), tagged.clone()]);
+        for path in [&plain, &tagged] {
+            assert_eq!(CompactFile::read(path).unwrap().case, case);
+            assert_eq!(CompactFile::read_case(path).unwrap(), case);
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary or extra file");
+    }
+
+    #[test]
+    fn version_1_files_are_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.layercheck.safetensors");
+        let metadata = std::collections::HashMap::from([("format".to_string(), "layercheck-compact/1".to_string())]);
+        let data = safetensors::serialize(Vec::<(&str, TensorView)>::new(), Some(metadata)).unwrap();
+        std::fs::write(&path, data).unwrap();
+        for err in [CompactFile::read(&path).unwrap_err(), CompactFile::read_case(&path).unwrap_err()] {
+            let err = err.to_string();
+            assert!(err.contains("seed's cos") && err.contains("layercheck generate --format compact"), "{err}");
+        }
+        std::fs::write(&path, b"\x10\0\0\0\0\0\0\0{").unwrap();
+        assert!(matches!(CompactFile::read_case(&path), Err(CompactError::Invalid { .. })));
     }
 
     #[test]
@@ -359,5 +503,7 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let err = CompactFile::read(&path).unwrap_err().to_string();
         assert!(err.contains("not a layercheck compact metrics file") && err.contains("hint"), "{err}");
+        let err = CompactFile::read_case(&path).unwrap_err().to_string();
+        assert!(err.contains("no `format` metadata"), "{err}");
     }
 }

@@ -112,7 +112,12 @@ fn stop_points(suite: &Suite, names: &[TestName], selected: &[bool]) -> HashMap<
 }
 
 fn run_one(suite: &Suite, name: &TestName, stop_after: Option<ModuleKey>) -> Result<(), Failed> {
-    let outcome: Arc<CaseOutcome> = suite.cache.get(&name.case.to_string(), || evaluate(&suite.matrix, &name.case, stop_after, suite.update));
+    let outcome: Arc<CaseOutcome> = suite.cache.get(&name.case.to_string(), || {
+        let outcome = evaluate(&suite.matrix, &name.case, stop_after, suite.update);
+        // Once per case; a report that cannot be written is a warning, never a failure.
+        crate::report::write_harness_report(&outcome, &suite.matrix.margins);
+        outcome
+    });
     if let Some(e) = &outcome.setup_error {
         return Err(message::setup_failure(name, e).into());
     }

@@ -1,4 +1,5 @@
-//! The tensor work: the seed's element metrics and the f64 summaries of a (reference, target) pair.
+//! The tensor work: the seed's element metrics, the true cos, and the f64 summaries of a
+//! (reference, target) pair.
 
 use tch::{Device, Kind, Tensor};
 
@@ -6,6 +7,10 @@ use super::{CompensatedSum, LayerSummary, MetricsError};
 
 /// Elements per chunk converted to f64 at once while summarising (32 MiB of f64).
 const CHUNK_ELEMENTS: i64 = 1 << 22;
+/// The seed's replacement of exact zeros before the cos (`tensor[tensor == 0] = 1e-6`).
+const ZERO_REPLACEMENT: f64 = 1e-6;
+/// The seed's `CosineSimilarity(eps=1e-8)`: the smallest norm a side is divided by.
+const COS_EPS: f64 = 1e-8;
 
 /// Everything [`compare`] computes for one layer.
 #[derive(Debug)]
@@ -13,7 +18,10 @@ pub struct Comparison {
     /// `|reference - target|`, the inputs' shape, f32 (f64 if either input is f64), on the
     /// target's device.
     pub abs_diff: Tensor,
-    /// Per-row cosine similarity: the inputs' shape without the last dim, on the target's device.
+    /// The seed's per-row cosine similarity ([`cos_sim`], f16 side normalised in f16, so it can
+    /// exceed 1): the inputs' shape without the last dim, on the target's device. This is what
+    /// seed CSV files and the compact file's `cos_sim` array hold; the summaries hold the true
+    /// cosine ([`true_cos_sim`]) instead.
     pub cos_sim: Tensor,
     /// The whole tensor's summary (the merge of `items`).
     pub summary: LayerSummary,
@@ -32,15 +40,31 @@ pub fn abs_diff(reference: &Tensor, target: &Tensor) -> Result<Tensor, MetricsEr
 /// `1e-6` in each input's dtype (see the module doc). Computed on the target's device.
 pub fn cos_sim(reference: &Tensor, target: &Tensor) -> Result<Tensor, MetricsError> {
     let (r, t) = prepare(reference, target)?;
+    let (r, t) = replace_zeros(&r, &t)?;
     rowwise_cos_sim(&r, &t)
+}
+
+/// The true per-row cosine that the summaries hold (see the module doc): the seed's zero
+/// replacement, then both sides upcast exactly to f64 and
+/// `sum(x*y) / (max(||x||, 1e-8) * max(||y||, 1e-8))` in f64. An f64 tensor of the inputs' shape
+/// without the last dim, on the target's device.
+pub fn true_cos_sim(reference: &Tensor, target: &Tensor) -> Result<Tensor, MetricsError> {
+    let (r, t) = prepare(reference, target)?;
+    let (r, t) = replace_zeros(&r, &t)?;
+    let rows = rowwise_true_cos(&r, &t)?;
+    let shape = &r.size()[..r.dim() - 1];
+    Ok(Tensor::f_from_slice(&rows)?.f_reshape(shape)?.f_to_device(r.device())?)
 }
 
 /// Both element metrics and the summaries (whole tensor and per batch item).
 pub fn compare(reference: &Tensor, target: &Tensor) -> Result<Comparison, MetricsError> {
     let (r, t) = prepare(reference, target)?;
     let abs_diff = elementwise_abs_diff(&r, &t)?;
-    let cos_sim = rowwise_cos_sim(&r, &t)?;
-    let items = summarize_items(&r, &t, &abs_diff, &cos_sim)?;
+    let (r_cos, t_cos) = replace_zeros(&r, &t)?;
+    let cos_sim = rowwise_cos_sim(&r_cos, &t_cos)?;
+    let true_cos = rowwise_true_cos(&r_cos, &t_cos)?;
+    drop((r_cos, t_cos));
+    let items = summarize_items(&r, &t, &abs_diff, &true_cos)?;
     let mut summary = LayerSummary::empty();
     for item in &items {
         summary.merge(item);
@@ -88,10 +112,41 @@ fn elementwise_abs_diff(r: &Tensor, t: &Tensor) -> Result<Tensor, MetricsError> 
     Ok(r.f_to_kind(kind)?.f_sub(&t.f_to_kind(kind)?)?.f_abs()?)
 }
 
+/// The seed's zero replacement: exact zeros (`-0.0` too) of each side become `1e-6` rounded to
+/// that side's dtype. New tensors; the inputs are never written.
+fn replace_zeros(r: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor), MetricsError> {
+    let replace = |x: &Tensor| -> Result<Tensor, MetricsError> { Ok(x.f_masked_fill(&x.f_eq(0.0)?, ZERO_REPLACEMENT)?) };
+    Ok((replace(r)?, replace(t)?))
+}
+
+/// The seed's cos of zero-replaced sides: libtorch's `cosine_similarity` in the inputs' dtypes.
 fn rowwise_cos_sim(r: &Tensor, t: &Tensor) -> Result<Tensor, MetricsError> {
-    let r = r.f_masked_fill(&r.f_eq(0.0)?, 1e-6)?;
-    let t = t.f_masked_fill(&t.f_eq(0.0)?, 1e-6)?;
-    Ok(Tensor::f_cosine_similarity(&r, &t, -1, 1e-8)?)
+    Ok(Tensor::f_cosine_similarity(r, t, -1, COS_EPS)?)
+}
+
+/// The true cos of zero-replaced sides, one f64 per row (row-major over the leading dims): both
+/// upcast exactly to f64, `sum(x*y) / (max(||x||, eps) * max(||y||, eps))` with the sums in f64
+/// (libtorch's cascade sum) and `||x|| = sqrt(sum x²)`. Worked on at most [`CHUNK_ELEMENTS`]
+/// elements at a time (at least one row).
+fn rowwise_true_cos(r: &Tensor, t: &Tensor) -> Result<Vec<f64>, MetricsError> {
+    let d = r.size().last().copied().unwrap_or(1);
+    let (r, t) = (r.f_reshape([-1, d])?, t.f_reshape([-1, d])?);
+    let rows = r.size()[0];
+    let step = (CHUNK_ELEMENTS / d).max(1);
+    let mut out = Vec::with_capacity(rows as usize);
+    let mut start = 0;
+    while start < rows {
+        let len = step.min(rows - start);
+        let x = r.f_narrow(0, start, len)?.f_to_kind(Kind::Double)?;
+        let y = t.f_narrow(0, start, len)?.f_to_kind(Kind::Double)?;
+        let sum = |v: &Tensor| -> Result<Tensor, MetricsError> { Ok(v.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?) };
+        let dot = sum(&x.f_mul(&y)?)?;
+        let nx = sum(&x.f_square()?)?.f_sqrt()?.f_clamp_min(COS_EPS)?;
+        let ny = sum(&y.f_square()?)?.f_sqrt()?.f_clamp_min(COS_EPS)?;
+        out.extend(to_f64_vec(&dot.f_div(&nx.f_mul(&ny)?)?)?);
+        start += len;
+    }
+    Ok(out)
 }
 
 /// Copies a 1-d tensor of any kind to a `Vec<f64>` on the CPU.
@@ -108,7 +163,8 @@ fn count_rows(mask: &Tensor) -> Result<Vec<f64>, MetricsError> {
 }
 
 /// Summaries per batch item (dim 0 of a tensor of >= 3 dims; the whole tensor otherwise).
-fn summarize_items(r: &Tensor, t: &Tensor, d: &Tensor, cos: &Tensor) -> Result<Vec<LayerSummary>, MetricsError> {
+/// `cos` is the true cos per row ([`rowwise_true_cos`]), row-major.
+fn summarize_items(r: &Tensor, t: &Tensor, d: &Tensor, cos: &[f64]) -> Result<Vec<LayerSummary>, MetricsError> {
     let shape = r.size();
     let items = if shape.len() >= 3 { shape[0] } else { 1 };
     let per_item = r.numel() as i64 / items;
@@ -164,7 +220,6 @@ fn summarize_items(r: &Tensor, t: &Tensor, d: &Tensor, cos: &Tensor) -> Result<V
         }
         start += len;
     }
-    let cos = to_f64_vec(cos)?;
     let rows_per_item = cos.len() / n;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {

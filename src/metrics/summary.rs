@@ -3,8 +3,14 @@
 /// Sums and extremes of one layer's comparison (or of one batch item of it), accumulated in f64.
 ///
 /// The stored fields are sums, so summaries merge exactly ([`LayerSummary::merge`]); the values
-/// people read are methods. `abs_diff` values are the f32 element metric of [`super::abs_diff`],
-/// cos values the per-row [`super::cos_sim`].
+/// people read are methods. `abs_diff` values are the f32 element metric of [`super::abs_diff`].
+///
+/// The cos fields (`cos_sum`, `cos_sum_finite`, `cos_min`, `cos_argmin`, `cos_nan`) are of the
+/// *true* per-row cosine, [`super::true_cos_sim`] (both sides in f64; at most 1 up to f64
+/// rounding), not of the seed's [`super::cos_sim`] (f16 side normalised in f16; can exceed 1 by
+/// about 1e-4). The seed's cos values travel separately ([`super::Comparison::cos_sim`], seed CSV
+/// files, the compact file's `cos_sim` array), and the seed's `cos_sim_avg` reduction is taken
+/// from them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerSummary {
     /// Number of elements compared.
@@ -21,11 +27,11 @@ pub struct LayerSummary {
     pub abs_diff_max: f64,
     /// Sum of `reference²`.
     pub reference_sq_sum: f64,
-    /// Sum of the per-row cos values (NaN if any is NaN).
+    /// Sum of the per-row true cos values (NaN if any is NaN).
     pub cos_sum: f64,
-    /// Sum of the per-row cos values with NaN counted as 0 (the seed's `nan_to_num`).
+    /// Sum of the per-row true cos values with NaN counted as 0 (`nan_to_num`).
     pub cos_sum_finite: f64,
-    /// Smallest per-row cos (NaN if any is NaN).
+    /// Smallest per-row true cos (NaN if any is NaN).
     pub cos_min: f64,
     /// Row-major index of the row of `cos_min` over the leading dims (the first such row; the
     /// first NaN row when there is one). See [`unravel_index`].
@@ -42,7 +48,7 @@ pub struct LayerSummary {
     pub abs_diff_nan: u64,
     /// +inf elements of `abs_diff`.
     pub abs_diff_inf: u64,
-    /// NaN rows of cos.
+    /// NaN rows of the true cos.
     pub cos_nan: u64,
 }
 
@@ -151,7 +157,8 @@ impl LayerSummary {
         if d == 0.0 && r == 0.0 { f64::INFINITY } else { 10.0 * (r / d).log10() }
     }
 
-    /// Mean of the per-row cos (NaN if any row is NaN).
+    /// Mean of the per-row true cos (NaN if any row is NaN): at most 1 up to f64 rounding, and
+    /// 1 within 1e-15 for identical sides.
     pub fn cos_mean(&self) -> f64 {
         self.cos_sum / self.rows as f64
     }
@@ -169,8 +176,10 @@ impl LayerSummary {
         if self.abs_diff_inf > 0 { f64::INFINITY } else { self.abs_diff_sq_sum_finite.sqrt() }
     }
 
-    /// The seed's `cos_sim_avg` / `cos_sim_mean` reduction: `np.mean(np.nan_to_num(values))`.
-    pub fn seed_cos_mean(&self) -> f64 {
+    /// Mean of the per-row true cos with NaN rows counted as 0 (`np.mean(np.nan_to_num(values))`
+    /// of the true cos). Not the seed's `cos_sim_avg`, which is of the seed's cos values
+    /// ([`super::Comparison::cos_sim`]).
+    pub fn cos_mean_nan_as_zero(&self) -> f64 {
         self.cos_sum_finite / self.rows as f64
     }
 

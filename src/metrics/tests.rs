@@ -39,6 +39,30 @@ fn expected_cos(r: &[f64], t: &[f64], d: usize, zero_r: f64, zero_t: f64) -> Vec
         .collect()
 }
 
+/// The true cos per row, in f64, written out: the seed's zero replacement (`zero_r`, `zero_t`:
+/// 1e-6 in each side's dtype), then `sum(x*y) / (max(||x||, 1e-8) * max(||y||, 1e-8))`.
+fn expected_true_cos(r: &[f64], t: &[f64], d: usize, zero_r: f64, zero_t: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (x, y) in r.chunks(d).zip(t.chunks(d)) {
+        let (mut dot, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
+        for (&a, &b) in x.iter().zip(y) {
+            let a = if a == 0.0 { zero_r } else { a };
+            let b = if b == 0.0 { zero_t } else { b };
+            dot += a * b;
+            xx += a * a;
+            yy += b * b;
+        }
+        out.push(dot / (xx.sqrt().max(1e-8) * yy.sqrt().max(1e-8)));
+    }
+    out
+}
+
+/// 1e-6 as each dtype holds it (the seed's zero replacement).
+const ZERO_F32: f64 = 1e-6f32 as f64;
+fn zero_f16() -> f64 {
+    f16::from_f64(1e-6).to_f64()
+}
+
 fn rel_close(a: f64, b: f64, tol: f64) -> bool {
     a == b || (a - b).abs() <= tol * a.abs().max(b.abs())
 }
@@ -101,6 +125,71 @@ fn f16_zero_replacement_uses_the_f16_value_of_1e_6() {
     assert_eq!(f16::from_f64(1e-6).to_f64(), 1.0132789611816406e-06);
 }
 
+/// The summaries' cos is the true cos of the same (zero-replaced) vectors: an independent f64 loop
+/// agrees to f64 rounding, zeros and all, for f32 against f16 and bf16 targets.
+#[test]
+fn true_cos_matches_an_independent_f64_loop() {
+    let r = [1.0f32, 2.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 3.0, 3.0, 0.5, 3.0, 0.1, -0.2, 0.3, 1e-3];
+    let t = [1.1f32, 1.9, 0.0, -0.9, 0.0, 0.0, 0.0, 0.0, -3.0, 3.0, 0.0, 3.0, 0.1, -0.2, 0.3, 2e-3];
+    let rv: Vec<f64> = r.iter().map(|&v| v as f64).collect();
+    let t16: Vec<f16> = t.iter().map(|&v| f16::from_f32(v)).collect();
+    let got = true_cos_sim(&t32(&r, &[2, 2, 4]), &Tensor::from_slice(&t16).view([2, 2, 4])).unwrap();
+    assert_eq!((got.size(), got.kind()), (vec![2, 2], Kind::Double));
+    let want = expected_true_cos(&rv, &t16.iter().map(|v| v.to_f64()).collect::<Vec<_>>(), 4, ZERO_F32, zero_f16());
+    for (g, w) in values(&got).iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-15, "{g} vs {w}");
+    }
+    // The all-zero row: 1e-6 (f32) against 1.0133e-6 (f16) constants, parallel.
+    assert!((values(&got)[1] - 1.0).abs() <= 1e-15);
+    let tb: Vec<half::bf16> = t.iter().map(|&v| half::bf16::from_f32(v)).collect();
+    // (tch's from_slice of half::bf16 does not give bf16 values; libtorch rounds f32 the same way.)
+    let target = t32(&t, &[4, 4]).to_kind(Kind::BFloat16);
+    assert_eq!(values(&target), tb.iter().map(|v| v.to_f64()).collect::<Vec<_>>());
+    let got = values(&true_cos_sim(&t32(&r, &[4, 4]), &target).unwrap());
+    let want = expected_true_cos(&rv, &tb.iter().map(|v| v.to_f64()).collect::<Vec<_>>(), 4, ZERO_F32, half::bf16::from_f64(1e-6).to_f64());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-15, "bf16: {g} vs {w}");
+    }
+    assert_eq!(half::bf16::from_f64(1e-6).to_f64(), 9.98377799987793e-07);
+}
+
+/// Identical values on both sides: the seed's cos is off 1 by up to ~1e-3 (f16 normalisation,
+/// f16 result when both sides are f16) and exceeds it, so a percentile of it can be a threshold
+/// above 1; the summaries' true cos is 1 within 1e-15.
+#[test]
+fn identical_f16_values_give_true_cos_one_while_the_seed_cos_exceeds_one() {
+    let x: Vec<f16> = (0..64 * 64).map(|i| f16::from_f32(((i as f32) * 0.37).sin() * 3.0 + 0.01)).collect();
+    let t = Tensor::from_slice(&x).view([4, 16, 64]);
+    let r = t.to_kind(Kind::Float);
+    for (name, reference) in [("f32 reference", &r), ("f16 reference", &t)] {
+        let c = compare(reference, &t).unwrap();
+        let seed = values(&c.cos_sim);
+        let seed_max = seed.iter().cloned().fold(f64::MIN, f64::max);
+        assert!(seed_max > 1.0 + 1e-4, "{name}: the seed's cos peaks at {seed_max}");
+        assert!(seed.iter().sum::<f64>() / seed.len() as f64 != 1.0, "{name}");
+        assert_eq!(c.summary.abs_diff_l2(), 0.0, "{name}");
+        for s in c.items.iter().chain([&c.summary]) {
+            assert!((s.cos_mean() - 1.0).abs() <= 1e-15, "{name}: true cos mean {}", s.cos_mean());
+            assert!((s.cos_min - 1.0).abs() <= 1e-15, "{name}: true cos min {}", s.cos_min);
+        }
+        for v in values(&true_cos_sim(reference, &t).unwrap()) {
+            assert!((v - 1.0).abs() <= 1e-15, "{name}: true cos {v}");
+        }
+    }
+}
+
+/// A finite f16 row whose norm overflows f16 (4 x 60000: 120000 > 65504): the seed divides by an
+/// inf norm and gets 0; the true cos is 1.
+#[test]
+fn a_finite_f16_row_whose_norm_overflows_f16() {
+    let t = Tensor::full([1, 4], 60000.0, (Kind::Half, tch::Device::Cpu));
+    let r = t.to_kind(Kind::Float);
+    assert_eq!(values(&cos_sim(&r, &t).unwrap()), vec![0.0]);
+    let s = summarize(&r, &t).unwrap();
+    assert_eq!((s.cos_mean(), s.cos_min, s.cos_nan), (1.0, 1.0, 0));
+    assert!(!s.has_nonfinite());
+}
+
 #[test]
 fn inputs_are_not_modified() {
     let r = t32(&[0.0, 1.0, 0.0, 2.0], &[2, 2]);
@@ -117,7 +206,9 @@ fn summary_matches_independent_f64_loops_per_item_and_whole() {
     let t16: Vec<f16> = r.iter().enumerate().map(|(i, &v)| f16::from_f32(v * (1.0 + 0.01 * ((i % 5) as f32)))).collect();
     let c = compare(&t32(&r, &[2, 3, 4]), &Tensor::from_slice(&t16).view([2, 3, 4])).unwrap();
     let diffs = expected_abs_diff(&r, &t16);
-    let cos = values(&c.cos_sim);
+    let rv: Vec<f64> = r.iter().map(|&v| v as f64).collect();
+    let tv: Vec<f64> = t16.iter().map(|v| v.to_f64()).collect();
+    let cos = expected_true_cos(&rv, &tv, d, ZERO_F32, zero_f16());
     assert_eq!(c.items.len(), b);
     for (item, summary) in c.items.iter().chain([&c.summary]).enumerate() {
         let range = if item < b { item * s * d..(item + 1) * s * d } else { 0..b * s * d };
@@ -132,7 +223,7 @@ fn summary_matches_independent_f64_loops_per_item_and_whole() {
         assert!(rel_close(summary.rel_l2(), l2 / ref_l2, 1e-12));
         assert!(rel_close(summary.sqnr_db(), 20.0 * (ref_l2 / l2).log10(), 1e-12));
         let cr = &cos[rows];
-        assert!(rel_close(summary.cos_mean(), cr.iter().sum::<f64>() / cr.len() as f64, 1e-12));
+        assert!((summary.cos_mean() - cr.iter().sum::<f64>() / cr.len() as f64).abs() <= 1e-15, "{} vs {cr:?}", summary.cos_mean());
         let (mut min, mut argmin) = (f64::INFINITY, 0);
         for (j, &v) in cr.iter().enumerate() {
             if v < min {
@@ -140,7 +231,9 @@ fn summary_matches_independent_f64_loops_per_item_and_whole() {
                 argmin = j;
             }
         }
-        assert_eq!((summary.cos_min, summary.cos_argmin), (min, argmin as u64));
+        assert!((summary.cos_min - min).abs() <= 1e-15, "{} vs {min}", summary.cos_min);
+        assert_eq!(summary.cos_argmin, argmin as u64);
+        assert!(summary.cos_sum_finite == summary.cos_sum && summary.cos_nan == 0);
         assert_eq!(summary.elements as usize, dd.len());
         assert!(!summary.has_nonfinite());
     }
@@ -152,16 +245,17 @@ fn all_zeros_agree_perfectly() {
     let z = Tensor::zeros([1, 3, 4], (Kind::Float, tch::Device::Cpu));
     let s = summarize(&z, &z.to_kind(Kind::Half)).unwrap();
     assert_eq!((s.abs_diff_l2(), s.abs_diff_max, s.rel_l2(), s.sqnr_db()), (0.0, 0.0, 0.0, f64::INFINITY));
-    assert!((s.cos_mean() - 1.0).abs() < 1e-6 && (s.cos_min - 1.0).abs() < 1e-6, "{s:?}");
+    // Constant rows of 1e-6 (f32) against 1.0133e-6 (f16): parallel, so the true cos is 1.
+    assert!((s.cos_mean() - 1.0).abs() <= 1e-15 && (s.cos_min - 1.0).abs() <= 1e-15, "{s:?}");
 }
 
 #[test]
 fn constants_give_cos_one_or_minus_one() {
     let a = Tensor::full([2, 5], 7.0, (Kind::Float, tch::Device::Cpu));
     let s = summarize(&a, &(&a * 0.001)).unwrap();
-    assert!((s.cos_mean() - 1.0).abs() < 1e-6, "{}", s.cos_mean());
+    assert!((s.cos_mean() - 1.0).abs() <= 1e-15, "{}", s.cos_mean());
     let s = summarize(&a, &(-&a)).unwrap();
-    assert!((s.cos_mean() + 1.0).abs() < 1e-6);
+    assert!((s.cos_mean() + 1.0).abs() <= 1e-15);
     assert!(rel_close(s.rel_l2(), 2.0, 1e-12));
 }
 
@@ -193,7 +287,7 @@ fn nan_never_looks_like_agreement() {
     assert!(s.has_nonfinite());
     // The seed's reductions count the NaN as 0: what get_thresholds.py would report.
     assert!(rel_close(s.seed_abs_diff_norm(), 0.0, 0.0));
-    assert!((s.seed_cos_mean() - 0.5).abs() < 1e-6);
+    assert!((s.cos_mean_nan_as_zero() - 0.5).abs() < 1e-15);
     // NaN in the reference too.
     let s = summarize(&t, &r).unwrap();
     assert!(s.abs_diff_l2().is_nan() && s.reference_nan == 1 && s.reference_l2().is_nan());
@@ -259,6 +353,27 @@ proptest! {
         for v in values(&c.cos_sim) {
             prop_assert!((v - 1.0).abs() <= 1e-6, "cos {}", v);
         }
+        prop_assert!((c.summary.cos_mean() - 1.0).abs() <= 1e-15, "true cos mean {}", c.summary.cos_mean());
+        prop_assert!((c.summary.cos_min - 1.0).abs() <= 1e-15, "true cos min {}", c.summary.cos_min);
+    }
+
+    #[test]
+    fn true_cos_is_at_most_one_and_matches_a_loop((shape, a, b) in shaped()) {
+        let x = t32(&a, &shape);
+        let y16: Vec<f16> = b.iter().map(|&v| f16::from_f32(v)).collect();
+        let y = Tensor::from_slice(&y16).view(shape.as_slice());
+        let got = values(&true_cos_sim(&x, &y).unwrap());
+        let d = *shape.last().unwrap() as usize;
+        let want = expected_true_cos(&a.iter().map(|&v| v as f64).collect::<Vec<_>>(), &y16.iter().map(|v| v.to_f64()).collect::<Vec<_>>(), d, ZERO_F32, zero_f16());
+        let seed = values(&cos_sim(&x, &y).unwrap());
+        let c = compare(&x, &y).unwrap();
+        prop_assert_eq!(values(&c.cos_sim), seed.clone());
+        for ((g, w), s) in got.iter().zip(&want).zip(&seed) {
+            prop_assert!((g - w).abs() <= 1e-15, "{} vs loop {}", g, w);
+            prop_assert!(g.abs() <= 1.0 + 1e-15, "{}", g);
+            prop_assert!((g - s).abs() <= 5e-3, "true {} vs seed {}", g, s);
+        }
+        prop_assert!(c.summary.cos_mean() <= 1.0 + 1e-15 && c.summary.cos_min <= c.summary.cos_mean() + 1e-15);
     }
 
     #[test]
@@ -314,3 +429,4 @@ fn metrics_speed() {
         println!("{shape:?}: {:.1} ms, {:.0} M elements/s (l2 {:.4})", s * 1e3, r.numel() as f64 / s / 1e6, c.summary.abs_diff_l2());
     }
 }
+

@@ -8,7 +8,7 @@ use super::per_shape::{observation_len, Observations, PerShapeThresholds, ShapeT
 use super::percentile::percentile_linear;
 use super::{Progress, ThresholdsError};
 use crate::formats::case::{file_model_id, strip_iter, SeedCase};
-use crate::formats::compact::{CompactFile, SUFFIX as COMPACT_SUFFIX};
+use crate::formats::compact::CompactFile;
 use crate::formats::metric_files::{compact_files, csv_prefix, file_name, glob_files, natural_cmp, python_layer_name};
 use crate::formats::seed_csv::{read_seed_csv, read_values, SeedMetric};
 use crate::metrics::CompensatedSum;
@@ -201,7 +201,8 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
     csv.sort_by(|a, b| natural_cmp(&a.0, &b.0));
     let compact = compact_files(&opts.file_base, &model)?;
     for path in &compact {
-        let prefix = file_name(path).trim_end_matches(COMPACT_SUFFIX).to_string();
+        // The case from the header, not the name: tagged files (`{prefix}_{tag}`) are that case too.
+        let prefix = CompactFile::read_case(path)?.prefix();
         if csv.iter().any(|(name, _, _)| csv_prefix(name) == Some(prefix.as_str())) {
             return Err(ThresholdsError::DuplicateCase { prefix, file_base: opts.file_base.clone(), compact: path.clone() });
         }

@@ -17,8 +17,12 @@
 //! - Output `{output_path}/{model}-thresholds.json`: `{"model_id": model, metric: {...} | number,
 //!   ...}` in `--metrics` order, written as `json.dump` writes it ([`ThresholdsFile::to_json`]).
 //!
-//! Compact files (`{model}*.layercheck.safetensors`) are read too: their `abs_diff` sums give the
-//! same norms, their per-token cos the same means (to summation rounding, far below 1e-12).
+//! Compact files (`{model}*.layercheck.safetensors`, tagged `{prefix}_{tag}` ones too, all
+//! pooled) are read too: their `abs_diff` sums give the same norms, their per-token cos (the
+//! seed's cos, as in the CSV files) the same means (to summation rounding, far below 1e-12). So
+//! the seed's keys (`abs_diff`, `cos_sim_avg`, `cos_sim_mean`) are of the seed's cos whatever the
+//! input format, and can exceed 1; the per-shape section is of the true cos where it can be
+//! ([`per_shape`]).
 //!
 //! # Where we differ, on purpose
 //!
@@ -31,7 +35,8 @@
 //!   With one case per folder and names sorted (plain files sort before their `.iter-N` files),
 //!   Python's result equals ours.
 //! - A folder holding the same case as CSVs and as a compact file is an error (it would count
-//!   twice).
+//!   twice); the compact file's case is read from its metadata, so a tagged file counts as its
+//!   case. Several compact files of one case (tags) are pooled.
 //! - Non-layer mode with no value is an error (Python crashes with `IndexError`).
 //! - In layer mode we add [`PerShapeThresholds`] under the top-level key `"layercheck"`; see
 //!   [`per_shape`] for its definition.

@@ -17,6 +17,13 @@
 //!   `abs_diff_max`, `rel_l2`; "smaller is worse" ones the (100 - p)-th: `sqnr_db`, `cos_mean`
 //!   (mean of the prompt's per-token cos), `cos_min`. `rel_l2` and `sqnr_db` need the reference's
 //!   norm, which only compact files keep; a quantity without observations is left out.
+//! - Which cos: from compact files, `cos_mean` and `cos_min` are of the **true** cosine (the
+//!   summaries' [`LayerSummary::cos_mean`] and `cos_min`, both sides in f64, see
+//!   [`crate::metrics`]): at most 1 up to f64 rounding, and the same quantity the test suite's
+//!   verdict observes, so a perfect target never fails them. Seed CSV files hold only the seed's
+//!   cos (f16 side normalised in f16, up to ~1e-4 above the true cos, can exceed 1), so from them
+//!   these two are of the seed's cos: derive thresholds for the test suite from compact files
+//!   (`layercheck generate --format compact`, as `scripts/derive-thresholds` does).
 //! - A NaN observation makes its threshold NaN (numpy's rule), and `nonfinite_observations`
 //!   counts the non-finite ones: a consumer must treat a NaN threshold as "no valid threshold",
 //!   never as a pass.
@@ -76,9 +83,10 @@ pub struct LayerThresholds {
     pub rel_l2: Option<f64>,
     /// (100-p)-th percentile of per-prompt SQNR in dB (compact files only).
     pub sqnr_db: Option<f64>,
-    /// (100-p)-th percentile of per-prompt mean cos.
+    /// (100-p)-th percentile of per-prompt mean cos (true cos from compact files, the seed's
+    /// from CSV files; see the module doc).
     pub cos_mean: Option<f64>,
-    /// (100-p)-th percentile of per-prompt min cos.
+    /// (100-p)-th percentile of per-prompt min cos (same cos as `cos_mean`).
     pub cos_min: Option<f64>,
 }
 
@@ -203,7 +211,7 @@ impl Observations {
         self.abs_diff_max.push(max);
     }
 
-    /// One prompt's per-token cos values (from a seed CSV file).
+    /// One prompt's per-token cos values (from a seed CSV file: the seed's cos).
     pub fn add_cos_values(&mut self, values: &[f64]) {
         let mut sum = crate::metrics::CompensatedSum::new();
         let mut min = f64::INFINITY;
@@ -215,7 +223,7 @@ impl Observations {
         self.cos_min.push(min);
     }
 
-    /// One prompt's summary (from a compact file).
+    /// One prompt's summary (from a compact file: its cos fields are the true cos).
     pub fn add_summary(&mut self, s: &LayerSummary) {
         self.abs_diff_l2.push(s.abs_diff_l2());
         self.abs_diff_max.push(s.abs_diff_max);

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Makes tests/fixtures/seed/: what the REAL generate_layers_metrics.py and get_thresholds.py of
+foundation-model-stack/aiu-fms-testing-utils write for models/tiny-granite.
+
+    /work/venv/bin/python scripts/reference/make_seed_fixture.py \
+        --aiu-package /tmp/aiu-whl --get-thresholds /tmp/aiu/tests/resources/get_thresholds.py
+
+--aiu-package is a folder that holds the package `aiu_fms_testing_utils` (with its
+`_version.py`, e.g. the unpacked PyPI wheel) and its `aiu_fms_testing_utils/scripts/
+generate_layers_metrics.py`; --get-thresholds is `tests/resources/get_thresholds.py` of a git
+checkout (it is not in the wheel). Neither is committed here. Run from the repository root.
+
+The two scripts run UNMODIFIED (runpy), each in a fresh process. This wrapper only patches, at
+run time, before the script is executed:
+
+1. `aiu_fms_testing_utils.utils.prepare_inputs` -> returns the fixed ids in
+   tests/fixtures/seed/input_ids.json (instead of sampling ShareGPT), and no padding kwargs.
+2. `aiu_fms_testing_utils.testing.validation.get_default_validation_prefix` -> the readable
+   prefix of versions <= 0.2 (`{model_id '/'->'--'}_max-new-tokens-{T}_batch-size-{B}_
+   seq-length-{S}_dtype-{dtype}`); newer versions return a sha256 that get_thresholds.py's
+   `{model}*` glob cannot match.
+3. `fms.models.get_model(device_type="cuda")` -> device_type "cpu" (no GPU here): the test
+   side is float16 on CPU instead of CUDA.
+4. `torch.Tensor.to("cuda")` -> `.to("cpu", copy=True)`: on a real GPU these calls move the
+   CPU reference tensors, so they return copies; the copy keeps the script's in-place
+   `tensor_cos_sim` (zeros -> 1e-6) from changing the reference tensor that a later
+   `tensor_abs_diff` reads, exactly as on CUDA.
+5. Recording only: `metrics_utils.tensor_abs_diff` / `tensor_cos_sim` are wrapped to hash
+   their float16 argument (before the in-place edit) to check determinism; values unchanged.
+6. get_thresholds.py: `glob.glob` returns sorted names (file-system order otherwise; sorted,
+   a layer's plain file comes before its `.iter-N` files so the script pools them).
+
+The model is run from `models/` with `--model_path tiny-granite`, so the model id in file names
+is `tiny-granite`. The f16 side is run twice (two processes); the CSVs and the f16 tensor
+hashes of both runs are compared and the result is written to tests/fixtures/seed/PROVENANCE.md.
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SEED = os.path.join(REPO, "tests", "fixtures", "seed")
+MODELS = os.path.join(REPO, "models")
+MODEL = "tiny-granite"
+INPUT_IDS = [[0, 0, 322, 380, 103, 25, 354, 11]]
+MAX_NEW_TOKENS = 2
+RUNS = {  # fixture name -> --mode
+    "forward": "model-forward",
+    "generate": "generate",
+}
+
+
+def sha256_file(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def child(aiu_package, mode, out_dir, digest_path):
+    sys.path.insert(0, aiu_package)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import logging
+
+    import torch
+    import fms.models
+    import aiu_fms_testing_utils.utils as aiu_utils
+    import aiu_fms_testing_utils.testing.validation as aiu_validation
+    import aiu_fms_testing_utils.utils.metrics_utils as aiu_metrics
+
+    ids = json.load(open(os.path.join(SEED, "input_ids.json")))
+
+    def prepare_inputs(batch_size, seq_length, tokenizer, ds_path, seed=0, ds_type="sharegpt"):
+        t = torch.tensor(ids, dtype=torch.long)
+        assert tuple(t.shape) == (batch_size, seq_length), (t.shape, batch_size, seq_length)
+        return t, {}
+
+    aiu_utils.prepare_inputs = prepare_inputs
+
+    def readable_prefix(model_id, max_new_tokens, batch_size, seq_length, dtype, **_):
+        return (f"{model_id.replace('/', '--')}_max-new-tokens-{max_new_tokens}"
+                f"_batch-size-{batch_size}_seq-length-{seq_length}_dtype-{dtype}")
+
+    aiu_validation.get_default_validation_prefix = readable_prefix
+
+    real_get_model = fms.models.get_model
+
+    def get_model(*args, device_type="cpu", **kwargs):
+        return real_get_model(*args, device_type="cpu" if device_type == "cuda" else device_type, **kwargs)
+
+    fms.models.get_model = get_model
+
+    real_to = torch.Tensor.to
+    to_calls = [0]
+
+    def is_cuda(d):
+        return (isinstance(d, str) and d.startswith("cuda")) or (isinstance(d, torch.device) and d.type == "cuda")
+
+    def fake_to(self, *args, **kwargs):
+        if args and is_cuda(args[0]):
+            to_calls[0] += 1
+            kwargs["copy"] = True
+            return real_to(self, "cpu", *args[1:], **kwargs)
+        if is_cuda(kwargs.get("device")):
+            to_calls[0] += 1
+            kwargs["device"] = "cpu"
+            kwargs["copy"] = True
+        return real_to(self, *args, **kwargs)
+
+    torch.Tensor.to = fake_to
+
+    digests = []
+
+    def record(name, a, b):
+        for t in (a, b):
+            if t.dtype == torch.float16:
+                h = hashlib.sha256(t.detach().contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
+                digests.append(f"{name} {list(t.shape)} {h}")
+
+    real_abs, real_cos = aiu_metrics.tensor_abs_diff, aiu_metrics.tensor_cos_sim
+
+    def tensor_abs_diff(a, b):
+        record("abs_diff", a, b)
+        return real_abs(a, b)
+
+    def tensor_cos_sim(a, b):
+        record("cos_sim", a, b)
+        return real_cos(a, b)
+
+    aiu_metrics.tensor_abs_diff, aiu_metrics.tensor_cos_sim = tensor_abs_diff, tensor_cos_sim
+
+    errors = []
+
+    class ErrorCounter(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.ERROR:
+                errors.append(record.getMessage())
+
+    # The script's own logging.basicConfig is a no-op once the root logger has a handler: set up
+    # the same configuration first, then add the counter.
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(message)s")
+    logging.getLogger().addHandler(ErrorCounter())
+
+    script = os.path.join(aiu_package, "aiu_fms_testing_utils", "scripts", "generate_layers_metrics.py")
+    os.chdir(MODELS)
+    sys.argv = [script, "--architecture", "hf_pretrained", "--model_path", MODEL, "--mode", mode,
+                "--batch_sizes", str(len(ids)), "--seq_lengths", str(len(ids[0])),
+                "--max_new_tokens", str(MAX_NEW_TOKENS), "--output_path", out_dir]
+    runpy.run_path(script, run_name="__main__")
+    with open(digest_path, "w") as f:
+        f.write("\n".join(digests) + "\n")
+    print(f"child: {len(digests)} f16 tensors hashed, {to_calls[0]} .to('cuda') calls redirected,"
+          f" {len(errors)} logged errors", file=sys.stderr)
+    if errors:
+        sys.exit("logged errors (safe_forward swallowed an exception?):\n" + "\n".join(errors[:10]))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_child(aiu_package, mode, out_dir, digest_path, log_path):
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)  # the script writes into it but never creates it; it never overwrites
+    with open(log_path, "w") as log:
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--child", aiu_package, mode, out_dir, digest_path],
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def read_csv_values(path):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    return lines[:3], [float(x) for x in lines[3:]]
+
+
+def compare(dir1, dir2, dig1, dig2):
+    """Returns lines describing whether the two runs agree."""
+    out = []
+    n1, n2 = sorted(os.listdir(dir1)), sorted(os.listdir(dir2))
+    if n1 != n2:
+        return [f"file lists differ: {sorted(set(n1) ^ set(n2))}"]
+    differ = [n for n in n1 if open(os.path.join(dir1, n), "rb").read() != open(os.path.join(dir2, n), "rb").read()]
+    out.append(f"{len(n1)} CSV files, {len(differ)} differ byte-wise between the two runs")
+    for n in differ:
+        h1, v1 = read_csv_values(os.path.join(dir1, n))
+        h2, v2 = read_csv_values(os.path.join(dir2, n))
+        if h1 != h2 or len(v1) != len(v2):
+            out.append(f"  {n}: headers or lengths differ")
+        else:
+            out.append(f"  {n}: max |difference| {max(abs(a - b) for a, b in zip(v1, v2))}")
+    d1, d2 = open(dig1).read().splitlines(), open(dig2).read().splitlines()
+    same = sum(a == b for a, b in zip(d1, d2))
+    out.append(f"{len(d1)} float16 tensors hashed per run; {same} identical, "
+               f"{max(len(d1), len(d2)) - same} differ")
+    return out
+
+
+def run_get_thresholds(aiu_package, get_thresholds, csv_dir, out_dir):
+    sys.path.insert(0, aiu_package)
+    real_glob = glob.glob
+    glob.glob = lambda pattern, *a, **k: sorted(real_glob(pattern, *a, **k))
+    sys.argv = [get_thresholds, "--models", MODEL, "--metrics", "abs_diff", "cos_sim_avg", "cos_sim_mean",
+                "--file_base", csv_dir, "--layer_io", "--output_path", out_dir]
+    runpy.run_path(get_thresholds, run_name="__main__")
+    glob.glob = real_glob
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:6])
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--aiu-package", default="/tmp/aiu-whl")
+    p.add_argument("--get-thresholds", default="/tmp/aiu/tests/resources/get_thresholds.py")
+    p.add_argument("--commit", default="81502dd6d2477e2f943326e903685a690e8f0bea",
+                   help="git commit of the checkout that --get-thresholds comes from (for PROVENANCE.md)")
+    a = p.parse_args()
+    aiu_package = os.path.abspath(a.aiu_package)
+    get_thresholds = os.path.abspath(a.get_thresholds)
+    gen_script = os.path.join(aiu_package, "aiu_fms_testing_utils", "scripts", "generate_layers_metrics.py")
+    metrics_utils = os.path.join(aiu_package, "aiu_fms_testing_utils", "utils", "metrics_utils.py")
+    validation = os.path.join(aiu_package, "aiu_fms_testing_utils", "testing", "validation.py")
+
+    os.makedirs(SEED, exist_ok=True)
+    with open(os.path.join(SEED, "input_ids.json"), "w") as f:
+        json.dump(INPUT_IDS, f)
+        f.write("\n")
+
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, mode in RUNS.items():
+            final = os.path.join(SEED, f"csv-{name}")
+            again = os.path.join(tmp, f"csv-{name}-run2")
+            d1, d2 = os.path.join(tmp, f"{name}-1.digests"), os.path.join(tmp, f"{name}-2.digests")
+            for out, dig, i in ((final, d1, 1), (again, d2, 2)):
+                log = os.path.join(tempfile.gettempdir(), f"make_seed_fixture-{name}-{i}.log")
+                print(f"running {mode} (run {i}), log {log}", file=sys.stderr)
+                run_child(aiu_package, mode, out, dig, log)
+            report[name] = compare(final, again, d1, d2)
+            for line in report[name]:
+                print(f"{name}: {line}", file=sys.stderr)
+            tdir = os.path.join(tmp, f"th-{name}")
+            os.makedirs(tdir)
+            run_get_thresholds(aiu_package, get_thresholds, final, tdir)
+            shutil.copy(os.path.join(tdir, f"{MODEL}-thresholds.json"), os.path.join(SEED, f"thresholds-{name}.json"))
+
+    import numpy
+    import torch
+    import transformers
+    import fms
+    version = {}
+    exec(open(os.path.join(aiu_package, "aiu_fms_testing_utils", "_version.py")).read(), version)
+    with open(os.path.join(SEED, "PROVENANCE.md"), "w") as f:
+        f.write("# tests/fixtures/seed\n\n")
+        f.write("Made by `scripts/reference/make_seed_fixture.py` (see its docstring for the run-time\n")
+        f.write("patches: fixed input ids, readable file prefix, float16 test side on CPU instead of CUDA).\n\n")
+        f.write(f"- model: `models/{MODEL}`, `--architecture hf_pretrained --model_path {MODEL}`\n")
+        f.write(f"- input ids (`input_ids.json`): {INPUT_IDS}; max_new_tokens {MAX_NEW_TOKENS}\n")
+        f.write("- `csv-forward/`: `--mode model-forward`; `csv-generate/`: `--mode generate`\n")
+        f.write("- `thresholds-{forward,generate}.json`: `get_thresholds.py --models tiny-granite --metrics\n")
+        f.write("  abs_diff cos_sim_avg cos_sim_mean --file_base <csv folder> --layer_io` (sorted glob)\n")
+        f.write(f"- aiu-fms-testing-utils {version['version']} (PyPI wheel): generate_layers_metrics.py sha256\n")
+        f.write(f"  {sha256_file(gen_script)}, metrics_utils.py {sha256_file(metrics_utils)},\n")
+        f.write(f"  validation.py {sha256_file(validation)}\n")
+        f.write(f"- get_thresholds.py from git {a.commit}: sha256 {sha256_file(get_thresholds)}\n")
+        f.write(f"- Python {sys.version.split()[0]}, torch {torch.__version__}, ibm-fms {fms.__version__ if hasattr(fms, '__version__') else '?'}, "
+                f"transformers {transformers.__version__}, numpy {numpy.__version__}\n")
+        f.write(f"- torch threads: {torch.get_num_threads()} (default)\n\n")
+        f.write("## Determinism (two runs, two processes, same machine)\n\n")
+        for name in RUNS:
+            for line in report[name]:
+                f.write(f"- {name}: {line}\n" if not line.startswith("  ") else f"  - {line.strip()}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+//! `report.md`: the verdict, the first divergent layer, the worst layers and the per-layer table
+//! in forward order. Pure text from [`CaseResults`], so it snapshots exactly.
+
+use std::fmt::Write;
+
+use super::layers::{first_divergent, worst_layers, LayerView, Verdict};
+use super::results::CaseResults;
+use super::{HTML_FILE, PNG_FILE, RESULTS_FILE, SVG_FILE};
+
+/// How many failures of the first divergent layer are listed.
+pub(super) const FIRST_FAILURES_SHOWN: usize = 5;
+/// How many worst layers are listed.
+pub(super) const WORST_SHOWN: usize = 5;
+
+/// The markdown report.
+pub fn render_markdown(results: &CaseResults, views: &[LayerView]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# layercheck report: `{}`\n", results.case);
+    let _ = writeln!(md, "{}\n", headline(results, views));
+    if let Some(e) = &results.setup_error {
+        let _ = writeln!(md, "```text\n{}\n```\n", e.trim_end());
+    }
+    let _ = writeln!(md, "Source: {}. {}\n", results.source, margins_sentence(results));
+    if !views.is_empty() {
+        let _ = writeln!(md, "![abs_diff_l2 and 1 - cos_mean per layer]({SVG_FILE})\n");
+        let _ = writeln!(md, "{PLOT_LEGEND}\n");
+    }
+
+    if let Some(first) = first_divergent(views) {
+        let _ = writeln!(md, "## First divergent layer\n");
+        let _ = writeln!(md, "{}\n", first_sentence(first));
+        for line in first_failures(results, first) {
+            let _ = writeln!(md, "- {}", line.replace('\n', " "));
+        }
+        md.push('\n');
+    }
+
+    let worst = worst_layers(views, WORST_SHOWN);
+    if !worst.is_empty() {
+        let _ = writeln!(md, "## Worst layers\n");
+        if results.margins.is_some() {
+            let _ = writeln!(md, "{WORST_CHECKED}\n");
+            let _ = writeln!(md, "| rank | # | layer | quantity | used | verdict |\n|--:|--:|---|---|--:|---|");
+            for (rank, v) in worst.iter().enumerate() {
+                let quantity = v.used.map(|(_, q)| q).unwrap_or("-");
+                let _ = writeln!(md, "| {} | {} | `{}` | {} | {} | {} |", rank + 1, v.order, v.key, quantity, used(v), verdict_md(v.verdict));
+            }
+        } else {
+            let _ = writeln!(md, "{WORST_UNCHECKED}\n");
+            let _ = writeln!(md, "| rank | # | layer | 1 - cos_mean | abs_diff_l2 |\n|--:|--:|---|--:|--:|");
+            for (rank, v) in worst.iter().enumerate() {
+                let _ = writeln!(md, "| {} | {} | `{}` | {} | {} |", rank + 1, v.order, v.key, one_minus(v.cos_mean), sci_opt(v.abs_diff_l2));
+            }
+        }
+        md.push('\n');
+    }
+
+    if !views.is_empty() {
+        let _ = writeln!(md, "## Layers\n");
+        let _ = writeln!(md, "{TABLE_INTRO}\n");
+        let _ = writeln!(md, "| # | layer | group | abs_diff_l2 | threshold | cos_mean | threshold | used | verdict |\n|--:|---|---|--:|--:|--:|--:|--:|---|");
+        for v in views {
+            let (abs_th, cos_th) = thresholds(v);
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                v.order,
+                v.key,
+                v.submodule.name(),
+                sci_opt(v.abs_diff_l2),
+                abs_th,
+                cos_opt(v.cos_mean),
+                cos_th,
+                used(v),
+                verdict_md(v.verdict)
+            );
+        }
+        md.push('\n');
+    }
+
+    if !results.notes.is_empty() {
+        let _ = writeln!(md, "## Notes\n");
+        for n in &results.notes {
+            let _ = writeln!(md, "- {}", n.replace('\n', " "));
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "---\n\n{}", footer(results));
+    md
+}
+
+pub(super) const PLOT_LEGEND: &str = "Plot: the worst record of each layer in forward order, log scale; colours and markers tell sub-modules apart; the dashed line is threshold + margin; red rings mark failing layers; red triangles on the top edge are NaN/inf, and values of 0 sit on the bottom edge.";
+pub(super) const WORST_CHECKED: &str = "Ranked by `used`: the worst observation as a share of what is allowed (threshold + margin; for the cosine, on `1 - cos_mean`). Over 100% fails.";
+pub(super) const WORST_UNCHECKED: &str = "Ranked by `1 - cos_mean` (no thresholds, so no verdicts).";
+pub(super) const TABLE_INTRO: &str = "Worst over every record (forward call) and prompt: the largest `abs_diff_l2` (L2 norm of `abs_diff` over one prompt) and the smallest `cos_mean` (mean per-token cosine over one prompt). `used`: the largest share of threshold + margin used (over 100% fails).";
+
+/// One sentence: the case's verdict.
+pub(super) fn headline(results: &CaseResults, views: &[LayerView]) -> String {
+    if results.setup_error.is_some() {
+        return "**ERROR**: the case could not be computed, so no layer was compared:".into();
+    }
+    if views.is_empty() {
+        return "No layer was recorded.".into();
+    }
+    if results.margins.is_none() {
+        return format!("{} layers, no thresholds given: metrics only, no verdicts.", views.len());
+    }
+    let failing = views.iter().filter(|v| v.verdict == Verdict::Fail).count();
+    let errors = views.iter().filter(|v| v.verdict == Verdict::Error).count();
+    match first_divergent(views) {
+        None => format!("**PASS**: all {} layers are within their thresholds.", views.len()),
+        Some(first) => {
+            let errors = if errors > 0 { format!(", {errors} could not be compared") } else { String::new() };
+            format!("**FAIL**: {failing} of {} layers fail{errors}. First divergent layer: `{}` (#{}).", views.len(), first.key, first.order)
+        }
+    }
+}
+
+pub(super) fn margins_sentence(results: &CaseResults) -> String {
+    match results.margins {
+        Some(m) => format!("Margins: rtol {}, atol {}; a quantity fails past threshold + rtol * |threshold| + atol (for `cos_mean`, on `1 - cos_mean`).", m.rtol, m.atol),
+        None => "No thresholds.".into(),
+    }
+}
+
+pub(super) fn first_sentence(v: &LayerView) -> String {
+    match v.verdict {
+        Verdict::Error => format!("`{}` (#{}, {}) could not be compared.", v.key, v.order, v.submodule.name()),
+        _ => format!("`{}` (#{}, {}): {} of {} records fail.", v.key, v.order, v.submodule.name(), v.failing_records, v.records),
+    }
+}
+
+/// The failures of the first divergent layer, one line each (at most [`FIRST_FAILURES_SHOWN`]).
+pub(super) fn first_failures(results: &CaseResults, v: &LayerView) -> Vec<String> {
+    let Some(layer) = results.layers.get(v.order) else { return Vec::new() };
+    if let Some(e) = &layer.error {
+        return vec![e.clone()];
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let total: usize = layer.records.iter().map(|r| r.failures.len()).sum();
+    for r in &layer.records {
+        for f in &r.failures {
+            if lines.len() < FIRST_FAILURES_SHOWN {
+                let o = &r.observation;
+                lines.push(format!("{} (record `{}`, prompt {}, worst token {})", f.reason, o.record, o.item, o.worst_token));
+            }
+        }
+    }
+    if total > lines.len() {
+        lines.push(format!("... and {} more failure(s) of this layer in `{RESULTS_FILE}`", total - lines.len()));
+    }
+    lines
+}
+
+pub(super) fn footer(results: &CaseResults) -> String {
+    let mut s = format!("Files: `{RESULTS_FILE}` (every record, for machines), `{HTML_FILE}`, `{PNG_FILE}`, `{SVG_FILE}`. Rebuild them: `layercheck report --results <this folder>`.");
+    if results.source == "harness" && !results.case.is_empty() {
+        let _ = write!(s, " Re-run the case: `cargo test --test layers -- '{}::'`.", results.case);
+    }
+    s
+}
+
+pub(super) fn thresholds(v: &LayerView) -> (String, String) {
+    match v.bounds {
+        None => ("-".into(), "-".into()),
+        Some(b) => (b.abs_diff_l2.map(sci).unwrap_or_else(|| "none".into()), b.cos_mean.map(cos).unwrap_or_else(|| "none".into())),
+    }
+}
+
+fn verdict_md(v: Verdict) -> String {
+    match v {
+        Verdict::Fail => "**FAIL**".into(),
+        other => other.name().into(),
+    }
+}
+
+/// A value in scientific notation (`5.1000e-1`), `NaN`, `inf`, `-inf`.
+pub(super) fn sci(v: f64) -> String {
+    if v.is_finite() { format!("{v:.4e}") } else { nonfinite(v) }
+}
+
+pub(super) fn sci_opt(v: Option<f64>) -> String {
+    v.map(sci).unwrap_or_else(|| "-".into())
+}
+
+/// A cosine with 9 decimals.
+pub(super) fn cos(v: f64) -> String {
+    if v.is_finite() { format!("{v:.9}") } else { nonfinite(v) }
+}
+
+pub(super) fn cos_opt(v: Option<f64>) -> String {
+    v.map(cos).unwrap_or_else(|| "-".into())
+}
+
+pub(super) fn one_minus(v: Option<f64>) -> String {
+    v.map(|c| sci(1.0 - c)).unwrap_or_else(|| "-".into())
+}
+
+/// The share used, as a percentage; `inf` for NaN observations; `-` without thresholds.
+pub(super) fn used(v: &LayerView) -> String {
+    match v.used {
+        None => "-".into(),
+        Some((u, _)) if !u.is_finite() => "inf".into(),
+        Some((u, _)) if u >= 100.0 => format!("{:.0}%", u * 100.0),
+        Some((u, _)) => format!("{:.1}%", u * 100.0),
+    }
+}
+
+fn nonfinite(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v > 0.0 {
+        "inf".into()
+    } else {
+        "-inf".into()
+    }
+}

@@ -1,0 +1,289 @@
+//! `plot.png` and `plot.svg`: two panels against forward order, `abs_diff_l2` and `1 - cos_mean`
+//! (each layer's worst record), log scale, with threshold + margin dashed, failing layers ringed in
+//! red, the first divergent layer a red dashed vertical, NaN/inf as red triangles on the top edge,
+//! and sub-module groups told apart by colour and marker.
+//!
+//! Text is drawn with DejaVu Sans embedded in the binary (`font/`, a subset, licence beside it),
+//! through plotters' `ab_glyph` feature: no system font, fontconfig or freetype is needed.
+
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use super::layers::{first_divergent, short_label, LayerView, Submodule, Verdict};
+use super::results::CaseResults;
+use super::ReportError;
+
+/// Width and height of both plots, in pixels.
+pub const PLOT_SIZE: (u32, u32) = (1200, 900);
+
+/// DejaVu Sans 2.37, subset to ASCII and a few symbols (see `font/LICENSE`).
+static FONT: &[u8] = include_bytes!("font/DejaVuSans-subset.ttf");
+const FAMILY: &str = "sans-serif";
+
+fn ensure_font() -> Result<(), ReportError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    if *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
+        Ok(())
+    } else {
+        Err(ReportError::Plot { what: "text", message: "the embedded font could not be loaded".into() })
+    }
+}
+
+/// The plot as an SVG document.
+pub fn render_svg(results: &CaseResults, views: &[LayerView]) -> Result<String, ReportError> {
+    ensure_font()?;
+    let data = PlotData::new(results, views);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        draw(&root, &data).map_err(|e| ReportError::Plot { what: "plot.svg", message: e.to_string() })?;
+        root.present().map_err(|e| ReportError::Plot { what: "plot.svg", message: e.to_string() })?;
+    }
+    Ok(svg)
+}
+
+/// The plot as PNG bytes (8-bit RGB, [`PLOT_SIZE`]).
+pub fn render_png(results: &CaseResults, views: &[LayerView]) -> Result<Vec<u8>, ReportError> {
+    ensure_font()?;
+    let data = PlotData::new(results, views);
+    let (w, h) = PLOT_SIZE;
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, PLOT_SIZE).into_drawing_area();
+        draw(&root, &data).map_err(|e| ReportError::Plot { what: "plot.png", message: e.to_string() })?;
+        root.present().map_err(|e| ReportError::Plot { what: "plot.png", message: e.to_string() })?;
+    }
+    let png_err = |e: png::EncodingError| ReportError::Plot { what: "plot.png", message: e.to_string() };
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(png_err)?;
+        writer.write_image_data(&rgb).map_err(png_err)?;
+        writer.finish().map_err(png_err)?;
+    }
+    Ok(out)
+}
+
+/// One point of a panel.
+struct Point {
+    x: i32,
+    /// `None`: NaN or infinite (drawn on the top edge).
+    y: Option<f64>,
+    group: Submodule,
+    /// This panel's quantity failed (or the target had NaN/inf).
+    failing: bool,
+}
+
+/// One panel: a quantity against forward order.
+struct Panel {
+    title: &'static str,
+    y_desc: &'static str,
+    points: Vec<Point>,
+    /// (x, threshold + margin).
+    limits: Vec<(i32, f64)>,
+    /// The y range (log scale).
+    range: (f64, f64),
+}
+
+impl Panel {
+    fn new(title: &'static str, y_desc: &'static str, points: Vec<Point>, limits: Vec<(i32, f64)>) -> Self {
+        let finite = points.iter().filter_map(|p| p.y).chain(limits.iter().map(|l| l.1)).filter(|v| v.is_finite() && *v > 0.0);
+        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let range = if lo.is_finite() && hi.is_finite() {
+            // A decade of room above (for the legend) and a factor below.
+            (lo / 4.0, if hi / lo < 10.0 { hi * 10.0 } else { hi * 6.0 })
+        } else {
+            (1e-9, 1.0)
+        };
+        Panel { title, y_desc, points, limits, range }
+    }
+
+    /// A value's place on the y axis: clamped into the range (0 on the bottom edge).
+    fn clamp(&self, y: f64) -> f64 {
+        y.clamp(self.range.0, self.range.1)
+    }
+}
+
+struct PlotData {
+    title: String,
+    labels: Vec<String>,
+    panels: [Panel; 2],
+    first: Option<i32>,
+    checked: bool,
+}
+
+impl PlotData {
+    fn new(results: &CaseResults, views: &[LayerView]) -> Self {
+        let failed = |order: usize, quantity: &str| {
+            results.layers.get(order).is_some_and(|l| l.records.iter().flat_map(|r| &r.failures).any(|f| f.quantity == quantity || f.quantity == "nonfinite"))
+        };
+        let mut abs = Vec::new();
+        let mut cos = Vec::new();
+        let (mut abs_limits, mut cos_limits) = (Vec::new(), Vec::new());
+        for v in views {
+            let x = v.order as i32;
+            if let Some(a) = v.abs_diff_l2 {
+                abs.push(Point { x, y: Some(a).filter(|a| a.is_finite()), group: v.submodule, failing: failed(v.order, "abs_diff_l2") });
+            }
+            if let Some(c) = v.cos_mean {
+                cos.push(Point { x, y: Some(1.0 - c).filter(|d| d.is_finite()), group: v.submodule, failing: failed(v.order, "cos_mean") });
+            }
+            if let Some(allowed) = v.allowed {
+                abs_limits.extend(allowed.abs_diff_l2.map(|a| (x, a)));
+                cos_limits.extend(allowed.cos_mean.map(|c| (x, 1.0 - c)));
+            }
+        }
+        let verdict = if results.margins.is_none() {
+            "no thresholds".to_string()
+        } else {
+            let failing = views.iter().filter(|v| v.verdict.is_bad()).count();
+            if failing == 0 { "PASS".to_string() } else { format!("FAIL: {failing} of {} layers", views.len()) }
+        };
+        PlotData {
+            title: format!("{}  ({verdict})", results.case),
+            labels: views.iter().map(|v| short_label(&v.key)).collect(),
+            panels: [
+                Panel::new("abs_diff_l2: L2 norm of |target - reference| per prompt (worst record)", "abs_diff_l2", abs, abs_limits),
+                Panel::new("1 - cos_mean: 1 - mean per-token cosine per prompt (worst record)", "1 - cos_mean", cos, cos_limits),
+            ],
+            first: first_divergent(views).map(|v| v.order as i32),
+            checked: views.iter().any(|v| v.verdict != Verdict::Unchecked),
+        }
+    }
+}
+
+fn group_color(g: Submodule) -> RGBColor {
+    match g {
+        Submodule::Embedding => RGBColor(117, 64, 160),
+        Submodule::Ln => RGBColor(0, 114, 178),
+        Submodule::Attn => RGBColor(230, 140, 0),
+        Submodule::Ff => RGBColor(0, 158, 115),
+        Submodule::Output => RGBColor(40, 40, 40),
+        Submodule::Other => RGBColor(204, 121, 167),
+    }
+}
+
+/// Runs `$body` with `$data` (a marker at a data point) and `$legend` (the same marker at a
+/// legend position) bound to the marker of group `$g`: colour and shape both differ, so groups
+/// read apart in grey too. (A macro: each shape is its own element type.)
+macro_rules! with_marker {
+    ($g:expr, $data:ident, $legend:ident, $body:expr) => {{
+        let color = group_color($g);
+        match $g {
+            Submodule::Ln => {
+                let $data = move |c: (i32, f64)| Circle::new(c, 4, color.filled());
+                let $legend = move |c: (i32, i32)| Circle::new(c, 4, color.filled());
+                $body
+            }
+            Submodule::Attn => {
+                let $data = move |c: (i32, f64)| TriangleMarker::new(c, 5, color.filled());
+                let $legend = move |c: (i32, i32)| TriangleMarker::new(c, 5, color.filled());
+                $body
+            }
+            Submodule::Ff => {
+                let $data = move |c: (i32, f64)| EmptyElement::at(c) + Rectangle::new([(-4, -4), (4, 4)], color.filled());
+                let $legend = move |c: (i32, i32)| EmptyElement::at(c) + Rectangle::new([(-4, -4), (4, 4)], color.filled());
+                $body
+            }
+            Submodule::Output => {
+                let $data = move |c: (i32, f64)| Circle::new(c, 5, color.stroke_width(2));
+                let $legend = move |c: (i32, i32)| Circle::new(c, 5, color.stroke_width(2));
+                $body
+            }
+            Submodule::Embedding | Submodule::Other => {
+                let $data = move |c: (i32, f64)| Cross::new(c, 5, color.stroke_width(2));
+                let $legend = move |c: (i32, i32)| Cross::new(c, 5, color.stroke_width(2));
+                $body
+            }
+        }
+    }};
+}
+
+const NONFINITE: RGBColor = RGBColor(200, 0, 0);
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let root = root.titled(&data.title, (FAMILY, 22))?;
+    let areas = root.split_evenly((2, 1));
+    let n = data.labels.len().max(1) as i32;
+    for (i, (area, panel)) in areas.iter().zip(&data.panels).enumerate() {
+        let (lo, hi) = panel.range;
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .caption(panel.title, (FAMILY, 16))
+            .x_label_area_size(38)
+            .y_label_area_size(78)
+            .build_cartesian_2d(-1i32..n, (lo..hi).log_scale())?;
+        let labels = &data.labels;
+        let x_fmt = |x: &i32| usize::try_from(*x).ok().and_then(|i| labels.get(i).cloned()).unwrap_or_default();
+        let y_fmt = |y: &f64| format!("{y:.0e}");
+        chart
+            .configure_mesh()
+            .x_labels(24.min(labels.len().max(1)))
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .x_desc("module, in forward order (Ln: decoder layer n)")
+            .y_desc(panel.y_desc)
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .draw()?;
+
+        // Growth with depth: a light line through every finite point.
+        let line: Vec<(i32, f64)> = panel.points.iter().filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y)))).collect();
+        chart.draw_series(LineSeries::new(line, RGBColor(190, 190, 190)))?;
+
+        if !panel.limits.is_empty() {
+            let limits: Vec<(i32, f64)> = panel.limits.iter().map(|&(x, y)| (x, panel.clamp(y))).collect();
+            chart
+                .draw_series(DashedLineSeries::new(limits, 6, 4, BLACK.stroke_width(1)))?
+                .label("threshold + margin")
+                .legend(|(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (9, 0)], BLACK.stroke_width(1)) + PathElement::new(vec![(13, 0), (22, 0)], BLACK.stroke_width(1)));
+        }
+        if let Some(first) = data.first {
+            chart
+                .draw_series(DashedLineSeries::new(vec![(first, lo), (first, hi)], 5, 5, NONFINITE.stroke_width(1)))?
+                .label("first divergent layer")
+                .legend(|(x, y)| PathElement::new(vec![(x + 11, y - 6), (x + 11, y + 6)], NONFINITE.stroke_width(2)));
+        }
+        for g in Submodule::ALL {
+            let points: Vec<(i32, f64)> = panel.points.iter().filter(|p| p.group == g).filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y)))).collect();
+            if points.is_empty() && !panel.points.iter().any(|p| p.group == g) {
+                continue;
+            }
+            with_marker!(g, data, legend, {
+                chart.draw_series(points.into_iter().map(data))?.label(g.name()).legend(move |(x, y)| legend((x + 11, y)));
+            });
+        }
+        let rings: Vec<(i32, f64)> = panel.points.iter().filter(|p| p.failing && p.y.is_some()).filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y)))).collect();
+        if data.checked {
+            chart
+                .draw_series(rings.into_iter().map(|c| Circle::new(c, 9, NONFINITE.stroke_width(2))))?
+                .label("failing")
+                .legend(|(x, y)| Circle::new((x + 11, y), 6, NONFINITE.stroke_width(2)));
+        }
+        let top: Vec<(i32, f64)> = panel.points.iter().filter(|p| p.y.is_none()).map(|p| (p.x, hi)).collect();
+        if !top.is_empty() {
+            chart
+                .draw_series(top.into_iter().map(|c| TriangleMarker::new(c, 7, NONFINITE.filled())))?
+                .label("NaN / inf (top edge)")
+                .legend(|(x, y)| TriangleMarker::new((x + 11, y), 6, NONFINITE.filled()));
+        }
+        if i == 0 {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font((FAMILY, 13))
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(160, 160, 160))
+                .draw()?;
+        }
+    }
+    Ok(())
+}
