@@ -169,8 +169,14 @@ fn tagged_compact_files_of_one_case_pool() {
     let dir = tempfile::tempdir().unwrap();
     let case = SeedCase::new("test-org/tiny-model", 4, 1, 5);
     let keys = ["model.base_model.embedding", "model.base_model.layers[0].ln", "model.head"];
-    // Per key: each file's (abs_diff values, seed cos values, per-prompt mean of the true cos).
-    let mut seen: Vec<Vec<(Vec<f64>, Vec<f64>, f64)>> = vec![Vec::new(); keys.len()];
+    /// One file's comparison of one key.
+    #[derive(Clone)]
+    struct Seen {
+        abs_diff: Vec<f64>,
+        seed_cos: Vec<f64>,
+        true_cos_mean: f64,
+    }
+    let mut seen: Vec<Vec<Seen>> = vec![Vec::new(); keys.len()];
     let mut paths = Vec::new();
     for (file, tag) in [None, Some("prompts-1")].into_iter().enumerate() {
         let mut writer = CompactWriter::new(case.clone());
@@ -179,7 +185,7 @@ fn tagged_compact_files_of_one_case_pool() {
             let t = (&r + random(&[1, 5, 6], 100 + (10 * file + i) as i64) * 1e-2).to_kind(Kind::Half);
             let c = compare(&r, &t).unwrap();
             let true_cos = f64s(&true_cos_sim(&r, &t).unwrap());
-            seen[i].push((f64s(&c.abs_diff), f64s(&c.cos_sim), true_cos.iter().sum::<f64>() / true_cos.len() as f64));
+            seen[i].push(Seen { abs_diff: f64s(&c.abs_diff), seed_cos: f64s(&c.cos_sim), true_cos_mean: true_cos.iter().sum::<f64>() / true_cos.len() as f64 });
             writer.push(key, &r.size(), &t.size(), &c).unwrap();
         }
         paths.push(writer.write_tagged(dir.path(), tag).unwrap());
@@ -192,11 +198,12 @@ fn tagged_compact_files_of_one_case_pool() {
         let t = per_shape.get(1, 5, key).unwrap();
         assert_eq!((t.observations, t.nonfinite_observations), (2, 0), "{key}");
         // numpy's linear 1st percentile of two values: lo + 0.01 * (hi - lo).
-        let (lo, hi) = (seen[i][0].2.min(seen[i][1].2), seen[i][0].2.max(seen[i][1].2));
+        let (a, b) = (seen[i][0].true_cos_mean, seen[i][1].true_cos_mean);
+        let (lo, hi) = (a.min(b), a.max(b));
         let want = lo + 0.01 * (hi - lo);
         assert!((t.cos_mean.unwrap() - want).abs() <= 1e-15 && want <= 1.0, "{key}: {:?} vs {want}", t.cos_mean);
-        let all_abs: Vec<f64> = seen[i].iter().flat_map(|s| s.0.clone()).collect();
-        let all_cos: Vec<f64> = seen[i].iter().flat_map(|s| s.1.clone()).collect();
+        let all_abs: Vec<f64> = seen[i].iter().flat_map(|s| s.abs_diff.clone()).collect();
+        let all_cos: Vec<f64> = seen[i].iter().flat_map(|s| s.seed_cos.clone()).collect();
         assert_eq!(all_abs.len(), 60);
         let norm = all_abs.iter().map(|v| v * v).sum::<f64>().sqrt();
         let mean = all_cos.iter().sum::<f64>() / all_cos.len() as f64;

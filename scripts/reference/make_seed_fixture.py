@@ -11,7 +11,7 @@ generate_layers_metrics.py`; --get-thresholds is `tests/resources/get_thresholds
 checkout (it is not in the wheel). Neither is committed here. Run from the repository root.
 
 The two scripts run UNMODIFIED (runpy), each in a fresh process. This wrapper only patches, at
-run time, before the script is executed:
+run time, before the script is executed (1-5: seed_patches.py, shared with scripts/bench/):
 
 1. `aiu_fms_testing_utils.utils.prepare_inputs` -> returns the fixed ids in
    tests/fixtures/seed/input_ids.json (instead of sampling ShareGPT), and no padding kwargs.
@@ -65,57 +65,11 @@ def sha256_file(path):
 
 
 def child(aiu_package, mode, out_dir, digest_path):
-    sys.path.insert(0, aiu_package)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import logging
+    from seed_patches import run_generate_layers_metrics
 
     import torch
-    import fms.models
-    import aiu_fms_testing_utils.utils as aiu_utils
-    import aiu_fms_testing_utils.testing.validation as aiu_validation
-    import aiu_fms_testing_utils.utils.metrics_utils as aiu_metrics
 
     ids = json.load(open(os.path.join(SEED, "input_ids.json")))
-
-    def prepare_inputs(batch_size, seq_length, tokenizer, ds_path, seed=0, ds_type="sharegpt"):
-        t = torch.tensor(ids, dtype=torch.long)
-        assert tuple(t.shape) == (batch_size, seq_length), (t.shape, batch_size, seq_length)
-        return t, {}
-
-    aiu_utils.prepare_inputs = prepare_inputs
-
-    def readable_prefix(model_id, max_new_tokens, batch_size, seq_length, dtype, **_):
-        return (f"{model_id.replace('/', '--')}_max-new-tokens-{max_new_tokens}"
-                f"_batch-size-{batch_size}_seq-length-{seq_length}_dtype-{dtype}")
-
-    aiu_validation.get_default_validation_prefix = readable_prefix
-
-    real_get_model = fms.models.get_model
-
-    def get_model(*args, device_type="cpu", **kwargs):
-        return real_get_model(*args, device_type="cpu" if device_type == "cuda" else device_type, **kwargs)
-
-    fms.models.get_model = get_model
-
-    real_to = torch.Tensor.to
-    to_calls = [0]
-
-    def is_cuda(d):
-        return (isinstance(d, str) and d.startswith("cuda")) or (isinstance(d, torch.device) and d.type == "cuda")
-
-    def fake_to(self, *args, **kwargs):
-        if args and is_cuda(args[0]):
-            to_calls[0] += 1
-            kwargs["copy"] = True
-            return real_to(self, "cpu", *args[1:], **kwargs)
-        if is_cuda(kwargs.get("device")):
-            to_calls[0] += 1
-            kwargs["device"] = "cpu"
-            kwargs["copy"] = True
-        return real_to(self, *args, **kwargs)
-
-    torch.Tensor.to = fake_to
-
     digests = []
 
     def record(name, a, b):
@@ -124,39 +78,11 @@ def child(aiu_package, mode, out_dir, digest_path):
                 h = hashlib.sha256(t.detach().contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
                 digests.append(f"{name} {list(t.shape)} {h}")
 
-    real_abs, real_cos = aiu_metrics.tensor_abs_diff, aiu_metrics.tensor_cos_sim
-
-    def tensor_abs_diff(a, b):
-        record("abs_diff", a, b)
-        return real_abs(a, b)
-
-    def tensor_cos_sim(a, b):
-        record("cos_sim", a, b)
-        return real_cos(a, b)
-
-    aiu_metrics.tensor_abs_diff, aiu_metrics.tensor_cos_sim = tensor_abs_diff, tensor_cos_sim
-
-    errors = []
-
-    class ErrorCounter(logging.Handler):
-        def emit(self, record):
-            if record.levelno >= logging.ERROR:
-                errors.append(record.getMessage())
-
-    # The script's own logging.basicConfig is a no-op once the root logger has a handler: set up
-    # the same configuration first, then add the counter.
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(message)s")
-    logging.getLogger().addHandler(ErrorCounter())
-
-    script = os.path.join(aiu_package, "aiu_fms_testing_utils", "scripts", "generate_layers_metrics.py")
-    os.chdir(MODELS)
-    sys.argv = [script, "--architecture", "hf_pretrained", "--model_path", MODEL, "--mode", mode,
-                "--batch_sizes", str(len(ids)), "--seq_lengths", str(len(ids[0])),
-                "--max_new_tokens", str(MAX_NEW_TOKENS), "--output_path", out_dir]
-    runpy.run_path(script, run_name="__main__")
+    to_calls, errors = run_generate_layers_metrics(aiu_package, MODELS, MODEL, mode, ids, MAX_NEW_TOKENS,
+                                                   out_dir, record=record)
     with open(digest_path, "w") as f:
         f.write("\n".join(digests) + "\n")
-    print(f"child: {len(digests)} f16 tensors hashed, {to_calls[0]} .to('cuda') calls redirected,"
+    print(f"child: {len(digests)} f16 tensors hashed, {to_calls} .to('cuda') calls redirected,"
           f" {len(errors)} logged errors", file=sys.stderr)
     if errors:
         sys.exit("logged errors (safe_forward swallowed an exception?):\n" + "\n".join(errors[:10]))

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::layers::{first_divergent, worst_layers, LayerView, Verdict};
 use super::markdown::{
-    cos_opt, first_failures, first_sentence, footer, headline, margins_sentence, one_minus, sci_opt, thresholds, used, PLOT_LEGEND, TABLE_INTRO, WORST_CHECKED, WORST_SHOWN, WORST_UNCHECKED,
+    cos_opt, errors, first_failures, first_sentence, footer, headline, margins_sentence, one_minus, sci_opt, thresholds, used, PLOT_LEGEND, TABLE_INTRO, WORST_CHECKED, WORST_SHOWN, WORST_UNCHECKED,
 };
 use super::results::CaseResults;
 
@@ -16,7 +16,7 @@ table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;paddin
 td.n{text-align:right;font-variant-numeric:tabular-nums}tr.fail td{background:#fde8e8}tr.error td{background:#fff3cd}\
 tr.first td{font-weight:bold}.verdict-fail{color:#b00020;font-weight:bold}.verdict-error{color:#8a6d00;font-weight:bold}\
 .verdict-pass{color:#1b7f3b;font-weight:bold}figure{margin:1em 0}figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
-pre{background:#f6f6f6;padding:.8em;overflow-x:auto}.small{color:#555;font-size:.9em}";
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto}#errors li{white-space:pre-wrap}.small{color:#555;font-size:.9em}";
 
 /// The HTML page; `svg` is the plot (`plot.svg`'s text), embedded inline.
 pub fn render_html(results: &CaseResults, views: &[LayerView], svg: &str) -> String {
@@ -98,6 +98,15 @@ pub fn render_html(results: &CaseResults, views: &[LayerView], svg: &str) -> Str
             );
         }
         let _ = writeln!(h, "</table>");
+    }
+
+    let errors = errors(results);
+    if !errors.is_empty() {
+        let _ = writeln!(h, "<h2>Layers not compared</h2>\n<ul id=\"errors\">");
+        for (key, e) in errors {
+            let _ = writeln!(h, "<li><code>{}</code>: {}</li>", esc(key), esc(e));
+        }
+        let _ = writeln!(h, "</ul>");
     }
 
     if !results.notes.is_empty() {

@@ -78,6 +78,15 @@ pub fn render_markdown(results: &CaseResults, views: &[LayerView]) -> String {
         md.push('\n');
     }
 
+    let errors = errors(results);
+    if !errors.is_empty() {
+        let _ = writeln!(md, "## Layers not compared\n");
+        for (key, e) in errors {
+            let _ = writeln!(md, "- `{key}`: {}", e.replace('\n', " "));
+        }
+        md.push('\n');
+    }
+
     if !results.notes.is_empty() {
         let _ = writeln!(md, "## Notes\n");
         for n in &results.notes {
@@ -118,7 +127,7 @@ pub(super) fn headline(results: &CaseResults, views: &[LayerView]) -> String {
 
 pub(super) fn margins_sentence(results: &CaseResults) -> String {
     match results.margins {
-        Some(m) => format!("Margins: rtol {}, atol {}; a quantity fails past threshold + rtol * |threshold| + atol (for `cos_mean`, on `1 - cos_mean`).", m.rtol, m.atol),
+        Some(m) => format!("Margins: rtol {}, atol {}; a quantity fails past threshold + rtol * |threshold| + atol (for `cos_mean`, on `1 - cos_mean`).", plain(m.rtol), plain(m.atol)),
         None => "No thresholds.".into(),
     }
 }
@@ -150,6 +159,11 @@ pub(super) fn first_failures(results: &CaseResults, v: &LayerView) -> Vec<String
         lines.push(format!("... and {} more failure(s) of this layer in `{RESULTS_FILE}`", total - lines.len()));
     }
     lines
+}
+
+/// The layers that could not be compared, with why.
+pub(super) fn errors(results: &CaseResults) -> Vec<(&str, &str)> {
+    results.layers.iter().filter_map(|l| l.error.as_deref().map(|e| (l.key.as_str(), e))).collect()
 }
 
 pub(super) fn footer(results: &CaseResults) -> String {
@@ -204,6 +218,11 @@ pub(super) fn used(v: &LayerView) -> String {
         Some((u, _)) if u >= 100.0 => format!("{:.0}%", u * 100.0),
         Some((u, _)) => format!("{:.1}%", u * 100.0),
     }
+}
+
+/// A setting as written by hand: `0.05`, `1e-6`.
+fn plain(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 { format!("{v:e}") } else { format!("{v}") }
 }
 
 fn nonfinite(v: f64) -> String {

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use super::layers::{first_divergent, short_label, LayerView, Submodule, Verdict};
@@ -141,8 +142,13 @@ impl PlotData {
         let verdict = if results.margins.is_none() {
             "no thresholds".to_string()
         } else {
-            let failing = views.iter().filter(|v| v.verdict.is_bad()).count();
-            if failing == 0 { "PASS".to_string() } else { format!("FAIL: {failing} of {} layers", views.len()) }
+            let failing = views.iter().filter(|v| v.verdict == Verdict::Fail).count();
+            let errors = views.iter().filter(|v| v.verdict == Verdict::Error).count();
+            match (failing, errors) {
+                (0, 0) => "PASS".to_string(),
+                (f, 0) => format!("FAIL: {f} of {} layers", views.len()),
+                (f, e) => format!("FAIL: {f} of {} layers, {e} not compared", views.len()),
+            }
         };
         PlotData {
             title: format!("{}  ({verdict})", results.case),
@@ -172,7 +178,7 @@ fn group_color(g: Submodule) -> RGBColor {
 /// legend position) bound to the marker of group `$g`: colour and shape both differ, so groups
 /// read apart in grey too. (A macro: each shape is its own element type.)
 macro_rules! with_marker {
-    ($g:expr, $data:ident, $legend:ident, $body:expr) => {{
+    ($db:ty, $g:expr, $data:ident, $legend:ident, $body:expr) => {{
         let color = group_color($g);
         match $g {
             Submodule::Ln => {
@@ -186,8 +192,8 @@ macro_rules! with_marker {
                 $body
             }
             Submodule::Ff => {
-                let $data = move |c: (i32, f64)| EmptyElement::at(c) + Rectangle::new([(-4, -4), (4, 4)], color.filled());
-                let $legend = move |c: (i32, i32)| EmptyElement::at(c) + Rectangle::new([(-4, -4), (4, 4)], color.filled());
+                let $data = move |c: (i32, f64)| EmptyElement::<_, $db>::at(c) + Rectangle::new([(-4, -4), (4, 4)], color.filled());
+                let $legend = move |c: (i32, i32)| EmptyElement::<_, $db>::at(c) + Rectangle::new([(-4, -4), (4, 4)], color.filled());
                 $body
             }
             Submodule::Output => {
@@ -206,12 +212,17 @@ macro_rules! with_marker {
 
 const NONFINITE: RGBColor = RGBColor(200, 0, 0);
 
+/// Width of the legend column on the right, in pixels (outside the panels, so it hides no data).
+const LEGEND_WIDTH: i32 = 200;
+
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
     let root = root.titled(&data.title, (FAMILY, 22))?;
-    let areas = root.split_evenly((2, 1));
+    let (width, _) = root.dim_in_pixel();
+    let (plots, legend) = root.split_horizontally(width as i32 - LEGEND_WIDTH);
+    let areas = plots.split_evenly((2, 1));
     let n = data.labels.len().max(1) as i32;
-    for (i, (area, panel)) in areas.iter().zip(&data.panels).enumerate() {
+    for (area, panel) in areas.iter().zip(&data.panels) {
         let (lo, hi) = panel.range;
         let mut chart = ChartBuilder::on(area)
             .margin(12)
@@ -238,52 +249,67 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> R
         // Growth with depth: a light line through every finite point.
         let line: Vec<(i32, f64)> = panel.points.iter().filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y)))).collect();
         chart.draw_series(LineSeries::new(line, RGBColor(190, 190, 190)))?;
-
         if !panel.limits.is_empty() {
             let limits: Vec<(i32, f64)> = panel.limits.iter().map(|&(x, y)| (x, panel.clamp(y))).collect();
-            chart
-                .draw_series(DashedLineSeries::new(limits, 6, 4, BLACK.stroke_width(1)))?
-                .label("threshold + margin")
-                .legend(|(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (9, 0)], BLACK.stroke_width(1)) + PathElement::new(vec![(13, 0), (22, 0)], BLACK.stroke_width(1)));
+            chart.draw_series(DashedLineSeries::new(limits, 6, 4, BLACK.stroke_width(1)))?;
         }
         if let Some(first) = data.first {
-            chart
-                .draw_series(DashedLineSeries::new(vec![(first, lo), (first, hi)], 5, 5, NONFINITE.stroke_width(1)))?
-                .label("first divergent layer")
-                .legend(|(x, y)| PathElement::new(vec![(x + 11, y - 6), (x + 11, y + 6)], NONFINITE.stroke_width(2)));
+            chart.draw_series(DashedLineSeries::new(vec![(first, lo), (first, hi)], 5, 5, NONFINITE.stroke_width(1)))?;
         }
         for g in Submodule::ALL {
             let points: Vec<(i32, f64)> = panel.points.iter().filter(|p| p.group == g).filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y)))).collect();
-            if points.is_empty() && !panel.points.iter().any(|p| p.group == g) {
-                continue;
-            }
-            with_marker!(g, data, legend, {
-                chart.draw_series(points.into_iter().map(data))?.label(g.name()).legend(move |(x, y)| legend((x + 11, y)));
+            with_marker!(DB, g, data, _legend, {
+                chart.draw_series(points.into_iter().map(data))?;
             });
         }
-        let rings: Vec<(i32, f64)> = panel.points.iter().filter(|p| p.failing && p.y.is_some()).filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y)))).collect();
-        if data.checked {
-            chart
-                .draw_series(rings.into_iter().map(|c| Circle::new(c, 9, NONFINITE.stroke_width(2))))?
-                .label("failing")
-                .legend(|(x, y)| Circle::new((x + 11, y), 6, NONFINITE.stroke_width(2)));
-        }
-        let top: Vec<(i32, f64)> = panel.points.iter().filter(|p| p.y.is_none()).map(|p| (p.x, hi)).collect();
-        if !top.is_empty() {
-            chart
-                .draw_series(top.into_iter().map(|c| TriangleMarker::new(c, 7, NONFINITE.filled())))?
-                .label("NaN / inf (top edge)")
-                .legend(|(x, y)| TriangleMarker::new((x + 11, y), 6, NONFINITE.filled()));
-        }
-        if i == 0 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font((FAMILY, 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(160, 160, 160))
-                .draw()?;
+        let rings = panel.points.iter().filter(|p| p.failing).filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y))));
+        chart.draw_series(rings.map(|c| Circle::new(c, 9, NONFINITE.stroke_width(2))))?;
+        let top = panel.points.iter().filter(|p| p.y.is_none()).map(|p| (p.x, hi));
+        chart.draw_series(top.map(|c| TriangleMarker::new(c, 7, NONFINITE.filled())))?;
+    }
+    draw_legend(&legend, data)
+}
+
+/// The legend column: one entry per thing drawn.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotData) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let points = || data.panels.iter().flat_map(|p| &p.points);
+    let style = TextStyle::from((FAMILY, 14).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    let (x, mut y) = (14, 60);
+    let step = 24;
+    area.draw_text("legend", &TextStyle::from((FAMILY, 15).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)), (x, y))?;
+    y += step + 4;
+    let mut entry = |area: &DrawingArea<DB, Shift>, label: &str, y: &mut i32| -> Result<(i32, i32), DrawingAreaErrorKind<DB::ErrorType>> {
+        area.draw_text(label, &style, (x + 36, *y))?;
+        let at = (x + 14, *y);
+        *y += step;
+        Ok(at)
+    };
+    if data.panels.iter().any(|p| !p.limits.is_empty()) {
+        let (cx, cy) = entry(area, "threshold + margin", &mut y)?;
+        area.draw(&PathElement::new(vec![(cx - 13, cy), (cx - 3, cy)], BLACK.stroke_width(1)))?;
+        area.draw(&PathElement::new(vec![(cx + 2, cy), (cx + 12, cy)], BLACK.stroke_width(1)))?;
+    }
+    if data.first.is_some() {
+        let (cx, cy) = entry(area, "first divergent layer", &mut y)?;
+        area.draw(&PathElement::new(vec![(cx, cy - 8), (cx, cy - 3)], NONFINITE.stroke_width(1)))?;
+        area.draw(&PathElement::new(vec![(cx, cy + 2), (cx, cy + 7)], NONFINITE.stroke_width(1)))?;
+    }
+    for g in Submodule::ALL {
+        if points().any(|p| p.group == g) {
+            let at = entry(area, g.name(), &mut y)?;
+            with_marker!(DB, g, _data, legend, {
+                area.draw(&legend(at))?;
+            });
         }
     }
+    if data.checked {
+        let at = entry(area, "failing", &mut y)?;
+        area.draw(&Circle::new(at, 8, NONFINITE.stroke_width(2)))?;
+    }
+    if points().any(|p| p.y.is_none()) {
+        let at = entry(area, "NaN / inf (top edge)", &mut y)?;
+        area.draw(&TriangleMarker::new(at, 6, NONFINITE.filled()))?;
+    }
+    area.draw(&Rectangle::new([(x - 6, 44), (LEGEND_WIDTH - 8, y - step / 2 + 6)], RGBColor(170, 170, 170).stroke_width(1)))?;
     Ok(())
 }
