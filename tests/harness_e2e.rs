@@ -222,3 +222,16 @@ fn nextest_lists_filters_partitions_and_runs_ignored_tests_as_a_user_would() {
         assert!(text(&out).contains("target cuda-f16 is not available"), "{}", text(&out));
     }
 }
+
+/// bf16 keeps 8 bits of mantissa against f16's 11: rounding the embedding table alone already
+/// puts it about 8x past thresholds derived from f16 baselines, and every layer after inherits it.
+#[test]
+fn cpu_bf16_fails_against_f16_thresholds_from_the_embedding_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = matrix(tmp.path(), &root().join("golden"), &root().join("models/tiny-granite"), "\"cpu-f16\", \"cpu-bf16\"", "\"cumulative\"", "\"model-forward\"");
+    let out = cargo(&["test", "-q", "--test", "layers"], &[("LAYERCHECK_MATRIX", m.to_str().unwrap())]);
+    let (ok, failed, _) = outcomes(&out);
+    assert!(ok.iter().all(|n| n.contains("::cpu-f16::")) && ok.len() == 41, "f16 passes:\n{}", text(&out));
+    assert!(failed.iter().all(|n| n.contains("::cpu-bf16::")) && failed.len() == 41, "bf16 fails on every layer:\n{}", text(&out));
+    assert!(text(&out).contains("40 of 40 layers fail; the first failing layer is model.base_model.embedding"), "{}", text(&out));
+}
