@@ -12,11 +12,14 @@ use crate::thresholds::ThresholdsFile;
 
 use super::results::{CaseResults, LayerResults, RecordResult};
 
+/// The bounds of a layer, by file key.
+pub type BoundsOf = Box<dyn Fn(&str) -> Bounds>;
+
 /// The results of a compact file; `source` names it (e.g. its file name).
 pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&ThresholdsFile, &Margins)>) -> CaseResults {
     let case = &file.case;
     let mut notes: Vec<String> = file.metadata.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    let bounds_of: Option<Box<dyn Fn(&str) -> Bounds>> = thresholds.map(|(t, _)| {
+    let bounds_of: Option<BoundsOf> = thresholds.map(|(t, _)| {
         let (b, f) = thresholds_for_compact(t, case.batch_size, case.seq_length);
         notes.push(f);
         b
@@ -66,7 +69,7 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
 /// The bounds of each layer of a (batch size, sequence length) case: the file's per-shape
 /// thresholds when it has that shape, else its pooled seed values (`abs_diff`, `cos_sim_avg` or
 /// `cos_sim_mean`), which measure another quantity and are looser; and a note saying which.
-pub fn thresholds_for_compact(file: &ThresholdsFile, batch_size: u64, seq_length: u64) -> (Box<dyn Fn(&str) -> Bounds>, String) {
+pub fn thresholds_for_compact(file: &ThresholdsFile, batch_size: u64, seq_length: u64) -> (BoundsOf, String) {
     let per_shape = file.per_shape.as_ref().filter(|p| p.shapes.iter().any(|s| s.batch_size == batch_size && s.seq_length == seq_length)).cloned();
     match per_shape {
         Some(p) => {

@@ -87,7 +87,7 @@ pub const SVG_FILE: &str = "plot.svg";
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// A report file could not be written.
-    #[error("could not write the report file {path}: {source}\n(hint: check that the folder is writable; the harness writes under target/layercheck-reports/ unless {REPORT_DIR_VAR} names another folder)")]
+    #[error("could not write a report file: {source}\n(hint: check that the folder is writable; the harness writes under target/layercheck-reports/ unless {REPORT_DIR_VAR} names another folder)")]
     Write { path: PathBuf, source: AtomicWriteError },
     /// `results.jsonl` could not be read.
     #[error("{path}: {source}\n(hint: pass the report folder of a case, e.g. target/layercheck-reports/<case>/, which holds {RESULTS_FILE})")]

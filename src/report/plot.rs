@@ -278,7 +278,7 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotDat
     let step = 24;
     area.draw_text("legend", &TextStyle::from((FAMILY, 15).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)), (x, y))?;
     y += step + 4;
-    let mut entry = |area: &DrawingArea<DB, Shift>, label: &str, y: &mut i32| -> Result<(i32, i32), DrawingAreaErrorKind<DB::ErrorType>> {
+    let entry = |area: &DrawingArea<DB, Shift>, label: &str, y: &mut i32| -> Result<(i32, i32), DrawingAreaErrorKind<DB::ErrorType>> {
         area.draw_text(label, &style, (x + 36, *y))?;
         let at = (x + 14, *y);
         *y += step;
