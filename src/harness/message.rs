@@ -79,8 +79,9 @@ fn case_words(case: &CaseId) -> String {
 }
 
 fn commands(name: &TestName) -> String {
+    let report = crate::report::case_report_dir(&name.case.to_string()).map(|d| format!("  plots and per-layer table: {}/report.html\n", d.display())).unwrap_or_default();
     format!(
-        "  re-run this test: cargo test --test layers -- --exact '{name}'\n  regenerate this case's golden file (if the reference changed on purpose): {}\n",
+        "{report}  re-run this test: cargo test --test layers -- --exact '{name}'\n  regenerate this case's golden file (if the reference changed on purpose): {}\n",
         regenerate_command(&name.case)
     )
 }

@@ -114,8 +114,11 @@ fn stop_points(suite: &Suite, names: &[TestName], selected: &[bool]) -> HashMap<
 fn run_one(suite: &Suite, name: &TestName, stop_after: Option<ModuleKey>) -> Result<(), Failed> {
     let outcome: Arc<CaseOutcome> = suite.cache.get(&name.case.to_string(), || {
         let outcome = evaluate(&suite.matrix, &name.case, stop_after, suite.update);
-        // Once per case; a report that cannot be written is a warning, never a failure.
-        crate::report::write_harness_report(&outcome, &suite.matrix.margins);
+        // Once per case, and only for a complete forward (a filtered run's partial outcome must
+        // not replace a full report); a report that cannot be written is a warning, never a failure.
+        if stop_after.is_none() {
+            crate::report::write_harness_report(&outcome, &suite.matrix.margins);
+        }
         outcome
     });
     if let Some(e) = &outcome.setup_error {
