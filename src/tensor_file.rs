@@ -2,11 +2,12 @@
 //! (a temporary file in the same folder, renamed into place), so a reader never sees half a file.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors, View};
 use tch::{Device, Kind, Tensor};
+
+use crate::formats::atomic::{write_file, AtomicWriteError, Replace};
 
 /// Why a tensor file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,6 @@ impl TensorFile {
 
 /// Writes `tensors` and `metadata` to `path` atomically; tensors are copied to the CPU.
 pub fn write_atomic(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<(), TensorFileError> {
-    let io = |source| TensorFileError::Io { path: path.to_path_buf(), source };
     let mut views = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
         let t = tensor.to_device(Device::Cpu).contiguous();
@@ -79,19 +79,10 @@ pub fn write_atomic(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap
     }
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| TensorFileError::Corrupt { path: path.to_path_buf(), problem: e.to_string() })?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&bytes).map_err(io)?;
-    // Temporary files are private (0600); the result is an ordinary file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-    }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    write_file(path, Replace::Allowed, |w| w.write_all(&bytes)).map_err(|e| match e {
+        AtomicWriteError::Io { path, source } => TensorFileError::Io { path, source },
+        AtomicWriteError::Exists { path } => TensorFileError::Io { path, source: std::io::ErrorKind::AlreadyExists.into() },
+    })
 }
 
 struct Bytes {

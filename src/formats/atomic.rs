@@ -43,6 +43,13 @@ where
         fill(&mut w).map_err(io)?;
         w.flush().map_err(io)?;
     }
+    // Temporary files are private (0600); the result is an ordinary file anyone may read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
     match replace {
         Replace::Never => tmp.persist_noclobber(path).map_err(|e| {
             if e.error.kind() == std::io::ErrorKind::AlreadyExists {

@@ -181,17 +181,7 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             }
         };
         for (item, s) in comparison.items.iter().enumerate() {
-            let obs = Observation {
-                record: name.clone(),
-                item,
-                abs_diff_l2: s.abs_diff_l2(),
-                abs_diff_max: s.abs_diff_max,
-                cos_mean: s.cos_mean(),
-                cos_min: s.cos_min,
-                worst_token: s.cos_argmin,
-                target_nonfinite: s.target_nan + s.target_inf,
-                reference_nonfinite: s.reference_nan + s.reference_inf,
-            };
+            let obs = Observation::from_summary(&name, item, s);
             let index = layer.observations.len();
             for f in check(&obs, &layer.bounds, &matrix.margins) {
                 layer.failures.push((index, f));

@@ -38,17 +38,7 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
         let layer = &mut layers[i];
         let items: Vec<&LayerSummary> = if r.items.is_empty() { vec![&r.summary] } else { r.items.iter().collect() };
         for (item, s) in items.into_iter().enumerate() {
-            let observation = Observation {
-                record: r.key.clone(),
-                item,
-                abs_diff_l2: s.abs_diff_l2(),
-                abs_diff_max: s.abs_diff_max,
-                cos_mean: s.cos_mean(),
-                cos_min: s.cos_min,
-                worst_token: s.cos_argmin,
-                target_nonfinite: s.target_nan + s.target_inf,
-                reference_nonfinite: s.reference_nan + s.reference_inf,
-            };
+            let observation = Observation::from_summary(&r.key, item, s);
             let failures = match (layer.bounds, thresholds) {
                 (Some(b), Some((_, m))) => check(&observation, &b, m),
                 _ => Vec::new(),

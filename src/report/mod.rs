@@ -174,14 +174,7 @@ fn write_text(path: &Path, text: &str) -> Result<(), ReportError> {
 
 fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let error = |source| ReportError::Write { path: path.to_path_buf(), source };
-    write_file(path, Replace::Allowed, |w| w.write_all(bytes)).map_err(error)?;
-    // The temporary file was private (0600); a report is for anyone who can read the folder.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|source| error(AtomicWriteError::Io { path: path.to_path_buf(), source }))?;
-    }
-    Ok(())
+    write_file(path, Replace::Allowed, |w| w.write_all(bytes)).map_err(error)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
