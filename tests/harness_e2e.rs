@@ -214,6 +214,14 @@ fn nextest_lists_filters_partitions_and_runs_ignored_tests_as_a_user_would() {
     let expected: BTreeSet<String> = listed.iter().filter(|(_, i)| !i).map(|(n, _)| n.clone()).collect();
     assert_eq!(all, expected);
 
+    // An archive built here runs elsewhere (here: from the archive, remapped to this checkout).
+    let archive = tmp.path().join("layers.tar.zst");
+    let out = cargo(&["nextest", "archive", "--test", "layers", "--archive-file", archive.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cargo(&["nextest", "run", "--archive-file", archive.to_str().unwrap(), "--workspace-remap", ".", "-E", r"test(/cpu-f16::fwd.*model\.head$/)"], &env);
+    let (pass, fail) = nextest_ran(&out);
+    assert!(pass.len() == 1 && fail.is_empty(), "{}", text(&out));
+
     // --ignored runs the CUDA tests, which say why they cannot run here.
     if !gpu {
         let out = cargo(&["nextest", "run", "--test", "layers", "--no-fail-fast", "--run-ignored", "only", "-E", "test(/model\\.head$/)"], &env);
