@@ -49,7 +49,6 @@ where
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
     }
-    tmp.as_file().sync_all().map_err(io)?;
     match replace {
         Replace::Never => tmp.persist_noclobber(path).map_err(|e| {
             if e.error.kind() == std::io::ErrorKind::AlreadyExists {
