@@ -38,10 +38,10 @@ impl CaseCache {
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
             memo.entry(case.to_string()).or_default().clone()
         };
-        cell.get_or_init(|| Arc::new(self.from_disk_or(case, compute))).clone()
+        cell.get_or_init(|| Arc::new(self.load_or_compute(case, compute))).clone()
     }
 
-    fn from_disk_or(&self, case: &str, compute: impl FnOnce() -> CaseOutcome) -> CaseOutcome {
+    fn load_or_compute(&self, case: &str, compute: impl FnOnce() -> CaseOutcome) -> CaseOutcome {
         let Some(dir) = &self.disk else { return compute() };
         let file = dir.join(format!("{}.json5", case.replace("::", "_")));
         let lock = match FileLock::acquire(&file.with_extension("lock")) {

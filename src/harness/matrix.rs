@@ -161,7 +161,7 @@ impl Matrix {
         override_list(&env, "LAYERCHECK_SEQ_LENGTHS", &mut axes.seq_lengths, parse_positive)?;
         override_list(&env, "LAYERCHECK_MAX_NEW_TOKENS", &mut axes.max_new_tokens, parse_positive)?;
 
-        for (name, _) in &parsed.models {
+        for name in parsed.models.keys() {
             if !is_segment(name) {
                 return Err(invalid(format!("model name \"{name}\" must be made of [a-z0-9._-]")));
             }

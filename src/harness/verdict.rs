@@ -84,7 +84,9 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
     match bounds.abs_diff_l2 {
         Some(th) if th.is_finite() => {
             let allowed = limit(th);
-            if !(obs.abs_diff_l2 <= allowed) {
+            // NaN compares false: a NaN observation fails.
+            let within = obs.abs_diff_l2 <= allowed;
+            if !within {
                 failures.push(Failure {
                     quantity: "abs_diff_l2".into(),
                     observed: obs.abs_diff_l2,
@@ -100,7 +102,8 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
         Some(th) if th.is_finite() => {
             // On the distance from 1: 1 - cos may exceed 1 - th by the margin.
             let allowed = 1.0 - limit(1.0 - th);
-            if !(obs.cos_mean >= allowed) {
+            let within = obs.cos_mean >= allowed;
+            if !within {
                 failures.push(Failure {
                     quantity: "cos_mean".into(),
                     observed: obs.cos_mean,

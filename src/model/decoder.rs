@@ -106,7 +106,10 @@ impl DecoderModel {
         let unused: Vec<String> = ckpt
             .remaining()
             .into_iter()
-            .filter(|n| !(c.tie_word_embeddings && n == "lm_head.weight") && !n.ends_with("rotary_emb.inv_freq"))
+            .filter(|n| {
+                let tied_copy = c.tie_word_embeddings && n == "lm_head.weight";
+                !tied_copy && !n.ends_with("rotary_emb.inv_freq")
+            })
             .collect();
         if !unused.is_empty() {
             return Err(ModelError::UnusedWeights { path: ckpt.source.clone(), names: unused.join(", ") });
