@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use crate::capture::{Capture, Mode, Recorder};
 use crate::formats::case::SeedCase;
-use crate::formats::compact::CompactWriter;
+use crate::formats::compact::{compact_file_name_tagged, CompactFile, CompactWriter, SUFFIX as COMPACT_SUFFIX};
 use crate::formats::seed_csv::write_layer_csvs;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{AttentionMask, DecoderModel};
@@ -83,8 +83,17 @@ fn setup<E: std::fmt::Display>(e: E) -> MetricsRunError {
     MetricsRunError::Setup(e.to_string())
 }
 
-/// Runs every case of the product batch sizes x seq lengths x new tokens; returns the files written.
-pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<Vec<PathBuf>, MetricsRunError> {
+/// What `generate` produced.
+pub struct Generated {
+    /// Every metric file written.
+    pub files: Vec<PathBuf>,
+    /// Per case (and prompt batch): its name (the file-name prefix, tagged for batches after the
+    /// first) and its per-layer summaries, whatever the file format, for reports.
+    pub cases: Vec<(String, CompactFile)>,
+}
+
+/// Runs every case of the product batch sizes x seq lengths x new tokens.
+pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<Generated, MetricsRunError> {
     if opts.prompt_batches > 1 && (opts.format == MetricsFormat::SeedCsv || !matches!(opts.inputs, InputSource::Prompts(_))) {
         return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)".into()));
     }
@@ -103,7 +112,7 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<
         }
     }
     progress.start(cases.len() as u64);
-    let mut written = Vec::new();
+    let mut generated = Generated { files: Vec::new(), cases: Vec::new() };
     for (b, s, t, k) in cases {
         let batch = case_batch(opts, &tokenizer, b, s, k)?;
         let spec = RunSpec { mode: opts.mode, max_new_tokens: t, mask: AttentionMask::AttendPads };
@@ -113,11 +122,13 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<
         run::execute(&target, &batch, &spec, forced.as_ref(), &mut recorder).map_err(setup)?;
         let target_capture = Capture::from_records(&recorder.records, Vec::new(), Default::default());
         let case = SeedCase::new(&opts.model_id, t as u64, b as u64, s as u64);
-        written.extend(write_case(opts, &case, k, &ref_capture, &target_capture)?);
+        let (files, summaries) = write_case(opts, &case, k, &ref_capture, &target_capture)?;
+        generated.files.extend(files);
+        generated.cases.push(summaries);
         progress.case_done(&case.prefix());
     }
     progress.finish();
-    Ok(written)
+    Ok(generated)
 }
 
 /// The inputs of batch `k` of a case.
@@ -163,7 +174,8 @@ fn case_batch(opts: &MetricsRunOptions, tokenizer: &Tokenizer, b: usize, s: usiz
     }
 }
 
-fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &Capture, target: &Capture) -> Result<Vec<PathBuf>, MetricsRunError> {
+/// Writes one case's metric files; returns them and the case's name and summaries.
+fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &Capture, target: &Capture) -> Result<(Vec<PathBuf>, (String, CompactFile)), MetricsRunError> {
     let write = |e: &dyn std::fmt::Display| MetricsRunError::Write(e.to_string());
     let mut compact = CompactWriter::new(case.clone())
         .with_metadata("mode", &opts.mode.to_string())
@@ -176,17 +188,19 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
         let r: &Tensor = &reference.tensors[name];
         let t = target.tensors.get(name).ok_or_else(|| MetricsRunError::MissingRecord { name: name.clone() })?;
         let comparison = crate::metrics::compare(r, t).map_err(|e| MetricsRunError::Write(format!("record {name}: {e}")))?;
-        match opts.format {
-            MetricsFormat::SeedCsv => written.extend(write_layer_csvs(&opts.output_path, case, name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?),
-            MetricsFormat::Compact => compact.push(name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?,
+        if opts.format == MetricsFormat::SeedCsv {
+            written.extend(write_layer_csvs(&opts.output_path, case, name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?);
         }
+        // The summaries are kept in either format: they feed the case's report.
+        compact.push(name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?;
     }
+    // Further prompt batches of the same case: same case metadata, their own tagged file.
+    let tag = (k > 0).then(|| format!("prompts-{k}"));
     if opts.format == MetricsFormat::Compact {
-        // Further prompt batches of the same case: same case metadata, their own tagged file.
-        let tag = (k > 0).then(|| format!("prompts-{k}"));
         written.push(compact.write_tagged(&opts.output_path, tag.as_deref()).map_err(|e| write(&e))?);
     }
-    Ok(written)
+    let name = compact_file_name_tagged(case, tag.as_deref()).map_err(|e| write(&e))?.trim_end_matches(COMPACT_SUFFIX).to_string();
+    Ok((written, (name, compact.to_file())))
 }
 
 /// The model id of a folder: its name.

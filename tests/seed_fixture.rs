@@ -14,8 +14,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The metric files of a folder (our `reports/` subfolder aside).
 fn names(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).filter(|e| e.path().is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
 }
 
 fn is_tuple_key(file: &str) -> bool {
@@ -42,6 +43,8 @@ fn compare_with_python(mode: &str, fixture: &str) {
     generate(mode, &ours);
     let theirs = root().join("tests/fixtures/seed").join(fixture);
     assert_eq!(names(&ours), names(&theirs), "file names differ from the Python tool's");
+    let report = ours.join("reports/tiny-granite_max-new-tokens-2_batch-size-1_seq-length-8_dtype-float16");
+    assert!(report.join("plot.png").exists() && report.join("report.md").exists(), "generate writes a report per case");
     let mut leaf_files = 0;
     for name in names(&theirs) {
         let a = std::fs::read_to_string(ours.join(&name)).unwrap();

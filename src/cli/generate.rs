@@ -105,14 +105,15 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         inputs,
         prompt_batches: args.prompt_batches,
     };
-    let written = metrics_run::generate(&opts, &Bar::new("cases"))?;
-    eprintln!("wrote {} metric file(s) to {}", written.len(), args.output_path.display());
-    // A plot and per-layer report per compact file, beside it under reports/.
-    for path in written.iter().filter(|p| p.to_string_lossy().ends_with(layercheck::formats::compact::SUFFIX)) {
-        let file = layercheck::formats::compact::CompactFile::read(path)?;
-        let stem = path.file_name().map(|n| n.to_string_lossy().trim_end_matches(layercheck::formats::compact::SUFFIX).to_string()).unwrap_or_default();
-        let dir = args.output_path.join("reports").join(&stem);
-        layercheck::report::write_compact_report(&file, &path.display().to_string(), None, &dir)?;
+    let generated = metrics_run::generate(&opts, &Bar::new("cases"))?;
+    eprintln!("wrote {} metric file(s) to {}", generated.files.len(), args.output_path.display());
+    // A plot and per-layer report per case, under reports/ beside the metric files.
+    for (name, summaries) in &generated.cases {
+        let dir = args.output_path.join("reports").join(name);
+        layercheck::report::write_compact_report(summaries, name, None, &dir)?;
+    }
+    if let Some((name, _)) = generated.cases.first() {
+        eprintln!("reports (plots, per-layer tables): {}", args.output_path.join("reports").join(name).display());
     }
     Ok(())
 }

@@ -193,6 +193,11 @@ impl CompactWriter {
         Ok(())
     }
 
+    /// What the written file would read back as, without writing it.
+    pub fn to_file(&self) -> CompactFile {
+        CompactFile { case: self.case.clone(), metadata: self.metadata.clone(), records: self.records.clone() }
+    }
+
     /// The records so far.
     pub fn records(&self) -> &[CompactRecord] {
         &self.records
