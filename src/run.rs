@@ -52,16 +52,21 @@ pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced:
     Ok(extra)
 }
 
+/// The sha256 of a model folder's `config.json`.
+pub fn config_sha256(model_path: &Path) -> Result<String, ModelError> {
+    let config = model_path.join("config.json");
+    let bytes = std::fs::read(&config).map_err(|source| ModelError::Io { path: config.clone(), source, hint: "config.json could not be read" })?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
 /// The metadata of a capture: what model, target, mode and versions made it.
 pub fn provenance(model: &DecoderModel, model_path: &Path, spec: &RunSpec) -> Result<HashMap<String, String>, ModelError> {
-    let config = model_path.join("config.json");
-    let bytes = std::fs::read(&config).map_err(|source| ModelError::Io { path: config.clone(), source, hint: "config.json vanished after loading" })?;
     let name = model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let abs: PathBuf = std::fs::canonicalize(model_path).unwrap_or_else(|_| model_path.to_path_buf());
     Ok(HashMap::from([
         ("model".into(), name),
         ("model_path".into(), abs.display().to_string()),
-        ("config_sha256".into(), hex(&Sha256::digest(&bytes))),
+        ("config_sha256".into(), config_sha256(model_path)?),
         ("target".into(), model.target.to_string()),
         ("mode".into(), spec.mode.to_string()),
         ("max_new_tokens".into(), if spec.mode == Mode::Generate { spec.max_new_tokens } else { 0 }.to_string()),

@@ -21,8 +21,7 @@ use serde::Deserialize;
 
 use crate::py_random::PyRandom;
 
-/// The id the seed left-pads with.
-pub const PAD_ID: i64 = 0;
+pub use crate::inputs::PAD_ID;
 /// The seed's shuffle seed.
 pub const SEED: u64 = 0;
 

@@ -1,10 +1,10 @@
 //! `layercheck thresholds`: get_thresholds.py's command line, flags spelled as it spells them.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layercheck::thresholds::{self, Progress, ThresholdsOptions};
+
+use super::progress::Bar;
 
 /// The default of get_thresholds.py's `--output_path`.
 const DEFAULT_OUTPUT_PATH: &str = "/tmp/aiu-fms-testing-utils/output";
@@ -33,31 +33,15 @@ pub struct ThresholdsArgs {
     percentile: f64,
 }
 
-/// An indicatif bar on stderr, drawn only when stderr is a terminal.
-struct Bar(ProgressBar);
-
-impl Bar {
-    fn new() -> Self {
-        let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        let bar = ProgressBar::with_draw_target(None, target);
-        if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} files {wide_msg}") {
-            bar.set_style(style);
-        }
-        Bar(bar)
-    }
-}
-
 impl Progress for Bar {
     fn start(&self, files: u64) {
-        self.0.reset();
-        self.0.set_length(files);
+        self.start_len(files);
     }
     fn file_done(&self, name: &str) {
-        self.0.set_message(name.to_string());
-        self.0.inc(1);
+        self.step(name);
     }
     fn finish(&self) {
-        self.0.finish_and_clear();
+        self.done();
     }
 }
 
@@ -70,7 +54,7 @@ pub fn run(args: ThresholdsArgs) -> super::CliResult {
         output_path: args.output_path,
         percentile: args.percentile,
     };
-    let bar = Bar::new();
+    let bar = Bar::new("files");
     for (path, report) in thresholds::run(&opts, &bar)? {
         for (metric, files) in &report.files_per_metric {
             let layers = report.layers_per_metric.iter().find(|(m, _)| m == metric).map(|(_, n)| *n);

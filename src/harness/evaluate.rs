@@ -114,7 +114,7 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
     let ids = batch.to_tensor();
     let spec = RunSpec { mode: case.mode, max_new_tokens: case.max_new_tokens.unwrap_or(0), mask: AttentionMask::AttendPads };
     let provenance = Provenance {
-        config_sha256: config_sha256(&model_dir)?,
+        config_sha256: run::config_sha256(&model_dir).map_err(|e| e.to_string())?,
         weights_sha256: weights_sha256(&model_dir).map_err(|e| e.to_string())?,
         input_ids_sha256: Provenance::ids_sha256(&ids),
     };
@@ -190,13 +190,6 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
         }
     }
     Ok(by_key)
-}
-
-fn config_sha256(model_dir: &Path) -> SetupResult<String> {
-    use sha2::{Digest, Sha256};
-    let path = model_dir.join("config.json");
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(run::hex(&Sha256::digest(&bytes)))
 }
 
 /// Runs the reference and writes the golden file, holding a lock so that parallel test

@@ -6,7 +6,7 @@
 //! and feed of the same (model, mode, batch, seq, new tokens). Files are written atomically, and
 //! only in update mode (`LAYERCHECK_UPDATE_GOLDEN=1`), which is refused under CI.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use tch::Tensor;
@@ -133,11 +133,6 @@ impl GoldenStore {
         capture.metadata.insert("config_sha256".into(), provenance.config_sha256.clone());
         capture.write(&path).map_err(|source| GoldenError::Write { path: path.clone(), source })?;
         Ok(path)
-    }
-
-    /// Whether `path` lies in this store (for messages).
-    pub fn contains(&self, path: &Path) -> bool {
-        path.starts_with(&self.dir)
     }
 }
 

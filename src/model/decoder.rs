@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
-use super::config::{Family, ModelConfig};
+use super::config::ModelConfig;
 use super::rope::RopeTables;
 use super::weights::Checkpoint;
 use super::ModelError;
@@ -264,11 +264,6 @@ impl DecoderModel {
         let down = hooks.call(key(LayerModule::W2), &(&act * &up), |x| x.matmul(&w.w2.tr()))?;
         let ff_out = hooks.output(key(LayerModule::FfSubLayer), &ff_input, down)?;
         Ok(residual(&x, &ff_out, c.residual_multiplier))
-    }
-
-    /// Whether the model is a Granite (multipliers) rather than a plain Llama.
-    pub fn family(&self) -> Family {
-        self.config.family
     }
 }
 

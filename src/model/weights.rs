@@ -62,11 +62,6 @@ impl Checkpoint {
         Ok(weight)
     }
 
-    /// Whether a weight of that name is present.
-    pub fn contains(&self, name: &str) -> bool {
-        self.weights.contains_key(name)
-    }
-
     /// Names not taken yet, sorted.
     pub fn remaining(&self) -> Vec<String> {
         let mut names: Vec<String> = self.weights.keys().cloned().collect();
