@@ -1,6 +1,6 @@
 //! Gives every binary of this package (the CLI, tests, benches) an rpath to libtorch's lib folder,
 //! which torch-sys does not do, so that `cargo test` and `cargo nextest run` need no LD_LIBRARY_PATH;
-//! and records the libtorch version from its headers for `layercheck env`.
+//! records the libtorch version from its headers for `layercheck env`, and whether it has CUDA.
 use std::path::Path;
 
 fn main() {
@@ -25,4 +25,8 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=LAYERCHECK_LIBTORCH_VERSION={version}");
+    // Whether this libtorch can see CUDA at all: without libtorch_cuda it cannot, and the suite's
+    // test processes need not start a libtorch process to ask (tests/layers.rs).
+    let cuda = Path::new(&lib).join("libtorch_cuda.so").exists();
+    println!("cargo:rustc-env=LAYERCHECK_LIBTORCH_HAS_CUDA={}", if cuda { "1" } else { "0" });
 }

@@ -22,10 +22,8 @@
 //!   provenance: `model_path`, `config_sha256`, `layercheck_version`, `libtorch_version`.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use tch::Tensor;
 
@@ -35,34 +33,7 @@ use crate::tensor_file::{self, TensorFile, TensorFileError};
 /// The value of the `format` metadata entry of capture files.
 pub const FORMAT: &str = "layercheck-capture/1";
 
-/// Run mode, as in the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Mode {
-    /// One `forward` over the prompt.
-    ModelForward,
-    /// Greedy decoding with a KV cache, one forward call per new token.
-    Generate,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::ModelForward => "model-forward",
-            Mode::Generate => "generate",
-        })
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "model-forward" => Ok(Mode::ModelForward),
-            "generate" => Ok(Mode::Generate),
-            other => Err(format!("unknown mode \"{other}\" (expected model-forward or generate)")),
-        }
-    }
-}
+pub use layercheck_suite::mode::Mode;
 
 /// The tensor name of the `index`-th record of a run (1-based, all modules counted) made at
 /// forward call `step`: the plain key in the first call, `{key}.iter-{index}` after.

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use layercheck::formats::case::SeedCase;
 use layercheck::formats::compact::{CompactRecord, CompactWriter};
-use layercheck::harness::evaluate::{CaseOutcome, LayerOutcome};
+use layercheck::harness::outcome::{CaseOutcome, LayerOutcome};
 use layercheck::harness::matrix::Margins;
 use layercheck::harness::verdict::{check, Bounds, Observation};
 use layercheck::hooks::{LayerModule, ModuleKey};

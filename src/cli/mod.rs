@@ -6,6 +6,7 @@ mod generate;
 mod progress;
 mod report;
 mod run;
+mod suite;
 mod thresholds;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,12 @@ enum Command {
     /// Rebuild a case's report (report.md, report.html, plot.png, plot.svg) from its stored
     /// results.jsonl, or write one from a compact metrics file, without running a model.
     Report(report::ReportArgs),
+    /// (Internal) compute one case of the test matrix for the per-layer test processes.
+    #[command(hide = true)]
+    SuiteCase(suite::SuiteCaseArgs),
+    /// (Internal) print whether libtorch sees a CUDA device, for the per-layer test processes.
+    #[command(hide = true)]
+    SuiteCuda,
 }
 
 /// Any error a subcommand reports; printed with its chain of causes.
@@ -51,5 +58,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Generate(args) => generate::run(args),
         Command::Thresholds(args) => thresholds::run(args),
         Command::Report(args) => report::run(args),
+        Command::SuiteCase(args) => suite::run_case(args),
+        Command::SuiteCuda => suite::run_cuda(),
     }
 }

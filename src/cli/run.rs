@@ -3,8 +3,10 @@
 //! thresholds and the first layer that fails. The per-layer test suite (`cargo test --test
 //! layers`) checks the same cases, one test per layer.
 
-use layercheck::harness::evaluate::{evaluate, CaseOutcome};
-use layercheck::harness::golden::UpdateMode;
+use layercheck::harness::evaluate::evaluate;
+use layercheck::harness::outcome::CaseOutcome;
+use layercheck::harness::update::UpdateMode;
+use layercheck::target::TargetRuntime;
 use layercheck::harness::matrix::Matrix;
 
 #[derive(Debug, clap::Args)]

@@ -1,15 +1,17 @@
 //! Computes one case: the target's run compared, layer by layer, with the case's golden
-//! reference and thresholds. The result is plain data, shared by every test of the case.
+//! reference and thresholds. The result is plain data ([`CaseOutcome`]), shared by every test of
+//! the case.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::golden::{GoldenStore, Provenance, UpdateMode, UPDATE_VAR};
+use super::file_lock::{lock_path, FileLock};
+use super::golden::{GoldenStore, Provenance};
 use super::matrix::{Matrix, ModelEntry, TargetSpec};
+use super::outcome::{CaseOutcome, LayerOutcome};
 use super::target_listener::{Fault, TargetListener};
 use super::test_name::{CaseId, Feed};
-use super::verdict::{check, Bounds, Failure, Observation};
+use super::update::{regenerate_command, UpdateMode};
+use super::verdict::{check, Bounds};
 use crate::capture::{Capture, Mode, Recorder};
 use crate::hooks::ModuleKey;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
@@ -17,50 +19,6 @@ use crate::model::{weights_sha256, AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
 use crate::target::Target;
 use crate::thresholds::ThresholdsFile;
-
-/// Everything the tests of one case need.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CaseOutcome {
-    pub case: String,
-    /// Set when the case could not be computed at all (missing or stale golden, bad model...):
-    /// every test of the case fails with it.
-    pub setup_error: Option<String>,
-    /// One entry per module key recorded, in forward order.
-    pub layers: Vec<LayerOutcome>,
-    /// Things a reader should know (e.g. which thresholds were applied).
-    pub notes: Vec<String>,
-}
-
-/// One module's result in a case.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LayerOutcome {
-    /// File key, e.g. `model.base_model.layers1.attn.dense`.
-    pub key: String,
-    pub bounds: Bounds,
-    /// One per (forward call, batch item).
-    pub observations: Vec<Observation>,
-    /// (index into `observations`, failure).
-    pub failures: Vec<(usize, Failure)>,
-    /// Set when this layer could not be compared (e.g. missing from the golden file).
-    pub error: Option<String>,
-}
-
-impl LayerOutcome {
-    pub fn passed(&self) -> bool {
-        self.failures.is_empty() && self.error.is_none()
-    }
-}
-
-impl CaseOutcome {
-    /// The first layer that failed, in forward order.
-    pub fn first_failure(&self) -> Option<&LayerOutcome> {
-        self.layers.iter().find(|l| !l.passed())
-    }
-
-    pub fn layer(&self, key: &str) -> Option<&LayerOutcome> {
-        self.layers.iter().find(|l| l.key == key)
-    }
-}
 
 /// Why a case could not be computed; becomes [`CaseOutcome::setup_error`].
 type SetupResult<T> = Result<T, String>;
@@ -72,11 +30,6 @@ pub fn evaluate(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, u
         Ok(layers) => CaseOutcome { case: case.to_string(), setup_error: None, layers, notes },
         Err(e) => CaseOutcome { case: case.to_string(), setup_error: Some(e), layers: Vec::new(), notes },
     }
-}
-
-/// The command that regenerates the golden files of `case`.
-pub fn regenerate_command(case: &CaseId) -> String {
-    format!("{UPDATE_VAR}=1 cargo test --test layers -- '{case}::'")
 }
 
 /// The first `batch_size` prompts of the model's prompt file that fit `seq_len` tokens,
@@ -181,7 +134,7 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             }
         };
         for (item, s) in comparison.items.iter().enumerate() {
-            let obs = Observation::from_summary(&name, item, s);
+            let obs = s.observation(&name, item);
             let index = layer.observations.len();
             for f in check(&obs, &layer.bounds, &matrix.margins) {
                 layer.failures.push((index, f));
@@ -211,15 +164,6 @@ fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry
     Ok(written)
 }
 
-/// A lock file for `path` outside the repository (the system's temporary folder), so that
-/// locks never show in `git status`.
-pub fn lock_path(path: &Path) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let abs = std::fs::canonicalize(path.parent().unwrap_or(Path::new("."))).unwrap_or_default().join(path.file_name().unwrap_or_default());
-    let digest = run::hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
-    std::env::temp_dir().join("layercheck-locks").join(format!("{}.lock", &digest[..16]))
-}
-
 /// Whether a file was written in the last minute (by this update run).
 fn fresh(path: &Path) -> bool {
     std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|d| d.as_secs() < 60)
@@ -243,26 +187,4 @@ fn thresholds_for(matrix: &Matrix, entry: &ModelEntry, case: &CaseId, notes: &mu
         }
         None => Bounds { abs_diff_l2: file.layer("abs_diff", key), cos_mean: file.layer("cos_sim_avg", key).or_else(|| file.layer("cos_sim_mean", key)) },
     })
-}
-
-/// An exclusive lock on a file, released on drop.
-pub struct FileLock {
-    file: std::fs::File,
-}
-
-impl FileLock {
-    pub fn acquire(path: &Path) -> SetupResult<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        file.lock().map_err(|e| format!("could not lock {}: {e}", path.display()))?;
-        Ok(FileLock { file })
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        let _ = self.file.unlock();
-    }
 }

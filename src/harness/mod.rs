@@ -1,12 +1,12 @@
 //! The per-layer test suite: one libtest-mimic test per (model, target, mode, batch size, sequence
 //! length[, new tokens], layer), compared with stored CPU golden data and threshold files.
+//!
+//! The test processes run `layercheck-suite` (crates/suite), which links no libtorch; the
+//! computing side is here: golden files, the target's listener and [`evaluate::evaluate`], which
+//! `layercheck suite-case` runs for them.
 
-pub mod case_cache;
 pub mod evaluate;
 pub mod golden;
-pub mod message;
-pub mod runner;
-pub mod matrix;
 pub mod target_listener;
-pub mod verdict;
-pub mod test_name;
+
+pub use layercheck_suite::{file_lock, matrix, message, outcome, test_name, update, verdict};

@@ -76,6 +76,21 @@ pub const SUMMARY_FIELDS: [&str; 18] = [
 ];
 
 impl LayerSummary {
+    /// What the suite's verdict sees of this summary: batch item `item` of record `record`.
+    pub fn observation(&self, record: &str, item: usize) -> crate::harness::verdict::Observation {
+        crate::harness::verdict::Observation {
+            record: record.to_string(),
+            item,
+            abs_diff_l2: self.abs_diff_l2(),
+            abs_diff_max: self.abs_diff_max,
+            cos_mean: self.cos_mean(),
+            cos_min: self.cos_min,
+            worst_token: self.cos_argmin,
+            target_nonfinite: self.target_nan + self.target_inf,
+            reference_nonfinite: self.reference_nan + self.reference_inf,
+        }
+    }
+
     /// The summary of nothing: the identity of [`LayerSummary::merge`].
     pub fn empty() -> Self {
         LayerSummary {

@@ -10,7 +10,7 @@ use super::rope::RopeTables;
 use super::weights::Checkpoint;
 use super::ModelError;
 use crate::hooks::{Hooks, LayerModule, ModuleKey, Stopped};
-use crate::target::Target;
+use crate::target::{Target, TargetRuntime};
 
 /// How attention treats the left padding of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -6,7 +6,7 @@
 use crate::formats::case::strip_iter;
 use crate::formats::compact::CompactFile;
 use crate::harness::matrix::Margins;
-use crate::harness::verdict::{check, Bounds, Observation};
+use crate::harness::verdict::{check, Bounds};
 use crate::metrics::LayerSummary;
 use crate::thresholds::ThresholdsFile;
 
@@ -38,7 +38,7 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
         let layer = &mut layers[i];
         let items: Vec<&LayerSummary> = if r.items.is_empty() { vec![&r.summary] } else { r.items.iter().collect() };
         for (item, s) in items.into_iter().enumerate() {
-            let observation = Observation::from_summary(&r.key, item, s);
+            let observation = s.observation(&r.key, item);
             let failures = match (layer.bounds, thresholds) {
                 (Some(b), Some((_, m))) => check(&observation, &b, m),
                 _ => Vec::new(),

@@ -72,7 +72,7 @@ pub use results::{CaseResults, LayerResults, RecordResult, RESULTS_FORMAT};
 
 use crate::formats::atomic::{write_file, AtomicWriteError, Replace};
 use crate::formats::compact::{CompactError, CompactFile};
-use crate::harness::evaluate::CaseOutcome;
+use crate::harness::outcome::CaseOutcome;
 use crate::harness::matrix::Margins;
 use crate::thresholds::{ThresholdsError, ThresholdsFile};
 

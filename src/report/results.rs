@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::layers::Submodule;
-use crate::harness::evaluate::CaseOutcome;
+use crate::harness::outcome::CaseOutcome;
 use crate::harness::matrix::Margins;
 use crate::harness::verdict::{Bounds, Failure, Observation};
 
@@ -350,7 +350,7 @@ struct FailureJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::evaluate::LayerOutcome;
+    use crate::harness::outcome::LayerOutcome;
     use crate::harness::verdict::check;
 
     fn obs(record: &str, abs: f64, cos: f64) -> Observation {

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::matrix::Margins;
+use crate::matrix::Margins;
 
 /// The thresholds one record is held to.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,23 +38,6 @@ pub struct Observation {
     /// NaN or inf elements on the target side that the reference does not have.
     pub target_nonfinite: u64,
     pub reference_nonfinite: u64,
-}
-
-impl Observation {
-    /// The observation of batch item `item` of record `record`, from its summary.
-    pub fn from_summary(record: &str, item: usize, s: &crate::metrics::LayerSummary) -> Self {
-        Observation {
-            record: record.to_string(),
-            item,
-            abs_diff_l2: s.abs_diff_l2(),
-            abs_diff_max: s.abs_diff_max,
-            cos_mean: s.cos_mean(),
-            cos_min: s.cos_min,
-            worst_token: s.cos_argmin,
-            target_nonfinite: s.target_nan + s.target_inf,
-            reference_nonfinite: s.reference_nan + s.reference_inf,
-        }
-    }
 }
 
 /// Why a record failed, one entry per failing quantity.

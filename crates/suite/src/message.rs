@@ -3,9 +3,11 @@
 
 use std::fmt::Write;
 
-use super::evaluate::{regenerate_command, CaseOutcome, LayerOutcome};
-use super::matrix::Margins;
-use super::test_name::{CaseId, TestName};
+use crate::matrix::Margins;
+use crate::outcome::{CaseOutcome, LayerOutcome};
+use crate::report_dir::case_report_dir;
+use crate::test_name::{CaseId, TestName};
+use crate::update::regenerate_command;
 
 /// The message of a failing layer test.
 pub fn layer_failure(name: &TestName, layer: &LayerOutcome, outcome: &CaseOutcome, margins: &Margins) -> String {
@@ -79,7 +81,7 @@ fn case_words(case: &CaseId) -> String {
 }
 
 fn commands(name: &TestName) -> String {
-    let report = crate::report::case_report_dir(&name.case.to_string()).map(|d| format!("  plots and per-layer table: {}/report.html\n", d.display())).unwrap_or_default();
+    let report = case_report_dir(&name.case.to_string()).map(|d| format!("  plots and per-layer table: {}/report.html\n", d.display())).unwrap_or_default();
     format!(
         "{report}  re-run this test: cargo test --test layers -- --exact '{name}'\n  regenerate this case's golden file (if the reference changed on purpose): {}\n",
         regenerate_command(&name.case)

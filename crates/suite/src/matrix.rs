@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::test_name::{is_segment, CaseId, Feed};
-use crate::capture::Mode;
-use crate::hooks::ModuleKey;
+use crate::mode::Mode;
+use crate::module_key::ModuleKey;
 use crate::target::Target;
+use crate::test_name::{is_segment, CaseId, Feed};
 
 /// The default matrix file, relative to the repository root.
 pub const MATRIX_FILE: &str = "layercheck.toml";

@@ -6,8 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::capture::Mode;
-use crate::hooks::ModuleKey;
+use crate::mode::Mode;
+use crate::module_key::{BadModuleKey, ModuleKey};
 
 /// How a target layer gets its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,7 +124,7 @@ impl FromStr for TestName {
         };
         let check = match it.next() {
             Some("summary") => Check::Summary,
-            Some(key) => Check::Layer(key.parse().map_err(|e: crate::hooks::BadModuleKey| bad(&e.to_string()))?),
+            Some(key) => Check::Layer(key.parse().map_err(|e: BadModuleKey| bad(&e.to_string()))?),
             None => return Err(bad("no layer key or summary at the end")),
         };
         if it.next().is_some() {
@@ -137,7 +137,7 @@ impl FromStr for TestName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hooks::LayerModule;
+    use crate::module_key::LayerModule;
     use proptest::prelude::*;
 
     #[test]

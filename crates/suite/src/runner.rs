@@ -1,42 +1,48 @@
 //! The libtest-mimic glue: lists one trial per (case, layer) plus a summary per case, and runs
-//! them against shared case outcomes. Listing reads the matrix and each model's config.json only.
+//! them against shared case outcomes, which the `layercheck` binary computes (`compute.rs`).
+//! Listing reads the matrix and each model's config.json only.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use super::case_cache::CaseCache;
-use super::evaluate::{evaluate, CaseOutcome};
-use super::golden::UpdateMode;
-use super::matrix::Matrix;
-use super::message;
-use super::test_name::{CaseId, Check, TestName};
-use crate::capture::Mode;
-use crate::hooks::ModuleKey;
-use crate::model::ModelConfig;
+use crate::case_cache::CaseCache;
+use crate::compute::Engine;
+use crate::matrix::Matrix;
+use crate::message;
+use crate::mode::Mode;
+use crate::module_key::ModuleKey;
+use crate::outcome::CaseOutcome;
+use crate::target::DeviceKind;
+use crate::test_name::{CaseId, Check, TestName};
+use crate::update::UpdateMode;
 
 /// The suite shared by every trial.
 struct Suite {
+    root: PathBuf,
     matrix: Matrix,
-    update: UpdateMode,
+    engine: Engine,
     cache: CaseCache,
 }
 
-/// Entry point of the `layers` test target.
-pub fn main() -> ExitCode {
+/// Entry point of the `layers` test target: `engine` computes the cases.
+pub fn main(engine: Engine) -> ExitCode {
     let args = Arguments::from_args();
     let root = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let setup = Matrix::from_env(&root).map_err(|e| e.to_string()).and_then(|m| UpdateMode::from_env().map(|u| (m, u)).map_err(|e| e.to_string()));
-    let (matrix, update) = match setup {
-        Ok(s) => s,
+    // The update mode is read (and refused under CI) here, before any test runs, and again by
+    // the engine, which inherits this environment.
+    let setup = Matrix::from_env(&root).map_err(|e| e.to_string()).and_then(|m| UpdateMode::from_env().map(|_| m).map_err(|e| e.to_string()));
+    let matrix = match setup {
+        Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let suite = Arc::new(Suite { matrix, update, cache: CaseCache::from_env() });
+    let suite = Arc::new(Suite { root, matrix, engine, cache: CaseCache::from_env() });
     let names = list(&suite.matrix, &args);
     let trials = trials(&suite, &args, names);
     libtest_mimic::run(&args, trials).exit_code()
@@ -64,11 +70,18 @@ fn list(matrix: &Matrix, args: &Arguments) -> Vec<TestName> {
 /// The module keys of a case, from the model's config.json (no weights are read). A model
 /// whose config cannot be read lists no layer tests; its summary test fails with the reason.
 fn layer_keys(matrix: &Matrix, case: &CaseId) -> Vec<ModuleKey> {
-    let dir = matrix.resolve(&matrix.model(case).path);
-    match ModelConfig::load(&dir) {
-        Ok(config) => ModuleKey::forward_order(config.num_layers, case.mode == Mode::Generate),
-        Err(_) => Vec::new(),
+    match num_layers(&matrix.resolve(&matrix.model(case).path)) {
+        Some(n) => ModuleKey::forward_order(n, case.mode == Mode::Generate),
+        None => Vec::new(),
     }
+}
+
+/// `num_hidden_layers` of a model folder's config.json. The whole file is checked (strictly) when
+/// the case is computed; a file that is wrong in other ways fails every test of the case then.
+fn num_layers(model_dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(model_dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    config.get("num_hidden_layers")?.as_u64().map(|n| n as usize)
 }
 
 fn trials(suite: &Arc<Suite>, args: &Arguments, names: Vec<TestName>) -> Vec<Trial> {
@@ -78,7 +91,7 @@ fn trials(suite: &Arc<Suite>, args: &Arguments, names: Vec<TestName>) -> Vec<Tri
         .into_iter()
         .map(|name| {
             let stop_after = stops.get(&name.case).copied().flatten().filter(|_| name.case.mode == Mode::ModelForward);
-            let available = suite.matrix.target(&name.case).base().is_available();
+            let available = available(suite, &name.case);
             let suite = Arc::clone(suite);
             Trial::test(name.to_string(), move || run_one(&suite, &name, stop_after)).with_ignored_flag(!available)
         })
@@ -111,16 +124,18 @@ fn stop_points(suite: &Suite, names: &[TestName], selected: &[bool]) -> HashMap<
     stops
 }
 
+/// Whether the case's target can run here. Unavailable targets are listed and ignored; when
+/// CUDA's availability cannot be learnt, the test runs and fails saying why.
+fn available(suite: &Suite, case: &CaseId) -> bool {
+    match suite.matrix.target(case).base().device {
+        DeviceKind::Cpu => true,
+        DeviceKind::Cuda => suite.cache.cuda_available(|| suite.engine.cuda_available(&suite.root)).unwrap_or(true),
+    }
+}
+
 fn run_one(suite: &Suite, name: &TestName, stop_after: Option<ModuleKey>) -> Result<(), Failed> {
-    let outcome: Arc<CaseOutcome> = suite.cache.get(&name.case.to_string(), || {
-        let outcome = evaluate(&suite.matrix, &name.case, stop_after, suite.update);
-        // Once per case, and only for a complete forward (a filtered run's partial outcome must
-        // not replace a full report); a report that cannot be written is a warning, never a failure.
-        if stop_after.is_none() {
-            crate::report::write_harness_report(&outcome, &suite.matrix.margins);
-        }
-        outcome
-    });
+    // The engine writes the case's report after a complete forward.
+    let outcome: Arc<CaseOutcome> = suite.cache.get(&name.case.to_string(), || suite.engine.compute(&suite.root, &name.case, stop_after));
     if let Some(e) = &outcome.setup_error {
         return Err(message::setup_failure(name, e).into());
     }

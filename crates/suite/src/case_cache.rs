@@ -1,0 +1,160 @@
+//! Compute once per case. Threads of one test process share a case's outcome in memory; under
+//! nextest, which runs each test in its own process, processes of the same run share it through a
+//! file in the target folder, guarded by a lock, so a whole run costs about one forward per case.
+//! Whether CUDA is available is shared the same way.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::file_lock::FileLock;
+use crate::outcome::CaseOutcome;
+
+/// Where outcomes are shared.
+pub struct CaseCache {
+    /// A folder unique to this nextest run, when running under nextest.
+    disk: Option<PathBuf>,
+    memo: Mutex<HashMap<String, Arc<OnceLock<Arc<CaseOutcome>>>>>,
+    cuda: OnceLock<Result<bool, String>>,
+}
+
+impl CaseCache {
+    /// Shares through disk when `NEXTEST_RUN_ID` says this process is one of a nextest run.
+    pub fn from_env() -> Self {
+        let disk = std::env::var("NEXTEST_RUN_ID").ok().filter(|id| !id.is_empty()).and_then(|id| {
+            let exe = std::env::current_exe().ok()?;
+            // target/<profile>/deps/<test binary> -> target/<profile>/layercheck-cases/<run id>
+            let profile_dir = exe.parent()?.parent()?;
+            Some(profile_dir.join("layercheck-cases").join(id))
+        });
+        Self::new(disk)
+    }
+
+    /// A cache sharing through `disk` when given, else within this process only.
+    pub fn new(disk: Option<PathBuf>) -> Self {
+        CaseCache { disk, memo: Mutex::new(HashMap::new()), cuda: OnceLock::new() }
+    }
+
+    /// Whether outcomes are shared between processes (then no forward may stop early).
+    pub fn shares_between_processes(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// The outcome of the case named `case`, computed by `compute` at most once here.
+    pub fn get(&self, case: &str, compute: impl FnOnce() -> CaseOutcome) -> Arc<CaseOutcome> {
+        let cell = {
+            let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            memo.entry(case.to_string()).or_default().clone()
+        };
+        cell.get_or_init(|| Arc::new(self.load_or_compute(case, compute))).clone()
+    }
+
+    fn load_or_compute(&self, case: &str, compute: impl FnOnce() -> CaseOutcome) -> CaseOutcome {
+        let Some(dir) = &self.disk else { return compute() };
+        let file = dir.join(format!("{}.bin", case.replace("::", "_")));
+        let Ok(lock) = FileLock::acquire(&file.with_extension("lock")) else { return compute() };
+        if let Ok(outcome) = CaseOutcome::read(&file) {
+            return outcome;
+        }
+        let outcome = compute();
+        // Not shared when it cannot be written: the next process computes it again.
+        let _ = outcome.write(&file);
+        drop(lock);
+        outcome
+    }
+
+    /// Whether CUDA is available, asked of `probe` at most once here (and once per nextest run).
+    pub fn cuda_available(&self, probe: impl FnOnce() -> Result<bool, String>) -> Result<bool, String> {
+        self.cuda
+            .get_or_init(|| {
+                let Some(dir) = &self.disk else { return probe() };
+                let file = dir.join("cuda-available");
+                let Ok(_lock) = FileLock::acquire(&file.with_extension("lock")) else { return probe() };
+                match std::fs::read_to_string(&file).as_deref() {
+                    Ok("true") => return Ok(true),
+                    Ok("false") => return Ok(false),
+                    _ => {}
+                }
+                let answer = probe();
+                if let Ok(available) = answer {
+                    let _ = std::fs::write(&file, available.to_string());
+                }
+                answer
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::LayerOutcome;
+    use crate::verdict::{Bounds, Observation};
+
+    #[test]
+    fn outcomes_with_nan_survive_the_disk_format() {
+        let obs = Observation { record: "k".into(), item: 0, abs_diff_l2: f64::NAN, abs_diff_max: f64::INFINITY, cos_mean: 0.5, cos_min: f64::NAN, worst_token: 3, target_nonfinite: 1, reference_nonfinite: 0 };
+        let outcome = CaseOutcome {
+            case: "c".into(),
+            setup_error: None,
+            layers: vec![LayerOutcome { key: "k".into(), bounds: Bounds { abs_diff_l2: Some(1.0), cos_mean: None }, observations: vec![obs], failures: vec![], error: None }],
+            notes: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.bin");
+        outcome.write(&path).unwrap();
+        let back = CaseOutcome::read(&path).unwrap();
+        let o = &back.layers[0].observations[0];
+        assert!(o.abs_diff_l2.is_nan() && o.cos_min.is_nan() && o.abs_diff_max == f64::INFINITY && o.cos_mean == 0.5);
+        assert_eq!(back.layers[0].bounds, Bounds { abs_diff_l2: Some(1.0), cos_mean: None });
+    }
+
+    #[test]
+    fn a_truncated_outcome_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.bin");
+        CaseOutcome::failed("c", "e".into()).write(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = CaseOutcome::read(&path).unwrap_err().to_string();
+        assert!(err.contains("o.bin"), "{err}");
+    }
+
+    #[test]
+    fn one_computation_per_case_in_a_process() {
+        let cache = CaseCache::new(None);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let make = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            CaseOutcome::failed("c", "x".into())
+        };
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| cache.get("c", make));
+            }
+        });
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn one_computation_per_case_across_caches_sharing_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let make = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            CaseOutcome::failed("m::t", "x".into())
+        };
+        // Two caches stand for two processes of one nextest run.
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let cache = CaseCache::new(Some(dir.path().to_path_buf()));
+                    assert_eq!(cache.get("m::t", make).setup_error.as_deref(), Some("x"));
+                    assert_eq!(cache.cuda_available(|| Ok(false)), Ok(false));
+                });
+            }
+        });
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(std::fs::read_to_string(dir.path().join("cuda-available")).unwrap(), "false");
+    }
+}

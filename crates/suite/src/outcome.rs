@@ -1,0 +1,90 @@
+//! The result of one case: the target's run compared, layer by layer, with the case's golden
+//! reference and thresholds. Plain data, computed once per case by `layercheck suite-case` and
+//! shared by every test of the case.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::verdict::{Bounds, Failure, Observation};
+
+/// Everything the tests of one case need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseOutcome {
+    pub case: String,
+    /// Set when the case could not be computed at all (missing or stale golden, bad model...):
+    /// every test of the case fails with it.
+    pub setup_error: Option<String>,
+    /// One entry per module key recorded, in forward order.
+    pub layers: Vec<LayerOutcome>,
+    /// Things a reader should know (e.g. which thresholds were applied).
+    pub notes: Vec<String>,
+}
+
+/// One module's result in a case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerOutcome {
+    /// File key, e.g. `model.base_model.layers1.attn.dense`.
+    pub key: String,
+    pub bounds: Bounds,
+    /// One per (forward call, batch item).
+    pub observations: Vec<Observation>,
+    /// (index into `observations`, failure).
+    pub failures: Vec<(usize, Failure)>,
+    /// Set when this layer could not be compared (e.g. missing from the golden file).
+    pub error: Option<String>,
+}
+
+impl LayerOutcome {
+    /// No failing record and no error.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.error.is_none()
+    }
+}
+
+impl CaseOutcome {
+    /// An outcome whose every test fails with `error`.
+    pub fn failed(case: &str, error: String) -> Self {
+        CaseOutcome { case: case.to_string(), setup_error: Some(error), layers: Vec::new(), notes: Vec::new() }
+    }
+
+    /// The first layer that failed, in forward order.
+    pub fn first_failure(&self) -> Option<&LayerOutcome> {
+        self.layers.iter().find(|l| !l.passed())
+    }
+
+    /// The layer with file key `key`, if it was recorded.
+    pub fn layer(&self, key: &str) -> Option<&LayerOutcome> {
+        self.layers.iter().find(|l| l.key == key)
+    }
+}
+
+/// Why an outcome file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutcomeFileError {
+    #[error("{path}: {problem}")]
+    Io { path: PathBuf, problem: String },
+}
+
+impl CaseOutcome {
+    /// Writes the outcome to `path` atomically (postcard, which keeps NaN and infinities, unlike
+    /// JSON), so that a reader never sees half a file. The format is private to one build: the
+    /// test process and the `layercheck` binary that writes for it.
+    pub fn write(&self, path: &Path) -> Result<(), OutcomeFileError> {
+        let io = |problem: String| OutcomeFileError::Io { path: path.to_path_buf(), problem };
+        let bytes = postcard::to_stdvec(self).map_err(|e| io(e.to_string()))?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(e.to_string()))?;
+        tmp.write_all(&bytes).map_err(|e| io(e.to_string()))?;
+        tmp.persist(path).map_err(|e| io(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads an outcome [`CaseOutcome::write`] wrote.
+    pub fn read(path: &Path) -> Result<Self, OutcomeFileError> {
+        let io = |problem: String| OutcomeFileError::Io { path: path.to_path_buf(), problem };
+        let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
+        postcard::from_bytes(&bytes).map_err(|e| io(e.to_string()))
+    }
+}
