@@ -243,3 +243,27 @@ fn cpu_bf16_fails_against_f16_thresholds_from_the_embedding_on() {
     assert!(failed.iter().all(|n| n.contains("::cpu-bf16::")) && failed.len() == 41, "bf16 fails on every layer:\n{}", text(&out));
     assert!(text(&out).contains("40 of 40 layers fail; the first failing layer is model.base_model.embedding"), "{}", text(&out));
 }
+
+/// The test processes of the suite must not load libtorch: its static initialisers alone take
+/// about 0.4 s per process, which nextest (a process per test) would pay for every layer. The
+/// dynamic loader's own trace (glibc's LD_DEBUG) lists what a `--list` of the suite loads.
+#[test]
+fn the_suite_test_processes_load_no_libtorch() {
+    let out = cargo(&["test", "--test", "layers", "--no-run", "--message-format=json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == "layers")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the layers test binary");
+    let run = Command::new(&exe).current_dir(root()).arg("--list").env("LD_DEBUG", "libs").output().unwrap();
+    // The libraries whose initialisers ran ("calling init: <path>").
+    let inits = |stderr: &[u8]| -> Vec<String> { String::from_utf8_lossy(stderr).lines().filter_map(|l| Some(l.split_once("calling init: ")?.1.to_string())).collect() };
+    let loaded = inits(&run.stderr);
+    assert!(run.status.success() && !loaded.is_empty(), "no loader trace:\n{}", text(&run));
+    assert!(!loaded.iter().any(|l| l.contains("libtorch") || l.contains("libc10")), "the layers binary loads libtorch: {loaded:#?}");
+    // ...while the binary that computes the cases does (the check above can fail).
+    let layercheck = Command::new(env!("CARGO_BIN_EXE_layercheck")).arg("--version").env("LD_DEBUG", "libs").output().unwrap();
+    assert!(inits(&layercheck.stderr).iter().any(|l| l.contains("libtorch_cpu.so")));
+}

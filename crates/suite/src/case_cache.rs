@@ -4,8 +4,9 @@
 //! Whether CUDA is available is shared the same way.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use crate::file_lock::FileLock;
 use crate::outcome::CaseOutcome;
@@ -27,6 +28,9 @@ impl CaseCache {
             let profile_dir = exe.parent()?.parent()?;
             Some(profile_dir.join("layercheck-cases").join(id))
         });
+        if let Some(dir) = disk.as_deref().filter(|d| !d.exists()) {
+            prune_old_runs(dir.parent().unwrap_or(dir));
+        }
         Self::new(disk)
     }
 
@@ -85,11 +89,25 @@ impl CaseCache {
     }
 }
 
+/// A nextest run's folder is not needed after the run, which nobody tells us of: the first
+/// process of a new run removes the folders of runs that started over a day ago.
+fn prune_old_runs(runs: &Path) {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let Ok(entries) = std::fs::read_dir(runs) else { return };
+    for entry in entries.flatten() {
+        let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > DAY);
+        if old {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::outcome::LayerOutcome;
     use crate::verdict::{Bounds, Observation};
+    use std::time::SystemTime;
 
     #[test]
     fn outcomes_with_nan_survive_the_disk_format() {
@@ -156,5 +174,19 @@ mod tests {
         });
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(std::fs::read_to_string(dir.path().join("cuda-available")).unwrap(), "false");
+    }
+
+    #[test]
+    fn folders_of_runs_older_than_a_day_are_removed() {
+        let runs = tempfile::tempdir().unwrap();
+        let (old, new) = (runs.path().join("old-run"), runs.path().join("new-run"));
+        for d in [&old, &new] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("case.bin"), b"x").unwrap();
+        }
+        let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+        std::fs::File::open(&old).unwrap().set_modified(two_days_ago).unwrap();
+        prune_old_runs(runs.path());
+        assert!(!old.exists() && new.join("case.bin").exists());
     }
 }

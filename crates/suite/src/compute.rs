@@ -90,3 +90,66 @@ impl Engine {
         format!("cannot run the layercheck binary {}: {e}\n(hint: `cargo build` makes it; `cargo test` and `cargo nextest run` build it before the tests)", self.bin.display())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_name::TestName;
+
+    /// These tests write scripts and run them: one at a time, so that no test forks while another
+    /// still has its script open for writing (which makes exec fail with "text file busy").
+    static SCRIPTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn case() -> CaseId {
+        "m::cpu-f16::fwd::b1::s8::summary".parse::<TestName>().unwrap().case
+    }
+
+    #[test]
+    fn a_missing_binary_fails_the_case_naming_it() {
+        let _one = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = Engine { bin: "/nonexistent/layercheck".into(), libtorch_has_cuda: true };
+        let outcome = engine.compute(Path::new("."), &case(), None);
+        let e = outcome.setup_error.unwrap();
+        assert!(e.contains("cannot run the layercheck binary /nonexistent/layercheck") && e.contains("hint"), "{e}");
+        assert!(engine.cuda_available(Path::new(".")).unwrap_err().contains("/nonexistent/layercheck"));
+    }
+
+    #[test]
+    fn a_failing_or_silent_binary_fails_the_case_with_its_stderr() {
+        let _one = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            path
+        };
+        let crash = Engine { bin: script("crash", "echo 'libtorch: out of memory' >&2; kill -SEGV $$"), libtorch_has_cuda: false };
+        let e = crash.compute(dir.path(), &case(), None).setup_error.unwrap();
+        assert!(e.contains("libtorch: out of memory") && e.contains("SIGSEGV") && e.contains("suite-case --case 'm::cpu-f16::fwd::b1::s8'"), "{e}");
+        let silent = Engine { bin: script("silent", "exit 0"), libtorch_has_cuda: false };
+        let e = silent.compute(dir.path(), &case(), None).setup_error.unwrap();
+        assert!(e.contains("wrote no readable outcome") && e.contains("outcome.bin"), "{e}");
+    }
+
+    #[test]
+    fn the_request_names_the_case_and_the_stop_and_the_answer_is_read_back() {
+        let _one = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in engine that records its arguments and answers with a fixed outcome.
+        let answer = dir.path().join("answer.bin");
+        CaseOutcome::failed("m::cpu-f16::fwd::b1::s8", "answered".into()).write(&answer).unwrap();
+        let path = dir.path().join("engine");
+        let body = format!("#!/bin/sh\necho \"$@\" > {args}\nwhile [ \"$1\" != --out ]; do shift; done\ncp {answer} \"$2\"\n", args = dir.path().join("args").display(), answer = answer.display());
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let engine = Engine { bin: path, libtorch_has_cuda: false };
+        let stop = "model.base_model.layers1.ln".parse().unwrap();
+        let outcome = engine.compute(dir.path(), &case(), Some(stop));
+        assert_eq!(outcome.setup_error.as_deref(), Some("answered"));
+        let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+        assert!(args.starts_with("suite-case --case m::cpu-f16::fwd::b1::s8 --out ") && args.trim_end().ends_with("--stop-after model.base_model.layers1.ln"), "{args}");
+        // A libtorch without CUDA is not asked.
+        assert_eq!(engine.cuda_available(dir.path()), Ok(false));
+    }
+}
