@@ -2,7 +2,7 @@
 //! reference and thresholds. The result is plain data ([`CaseOutcome`]), shared by every test of
 //! the case.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::file_lock::{lock_path, FileLock};
 use super::golden::{GoldenStore, Provenance};
@@ -11,14 +11,14 @@ use super::outcome::{CaseOutcome, LayerOutcome};
 use super::target_listener::{Fault, TargetListener};
 use super::test_name::{CaseId, Feed};
 use super::update::{regenerate_command, UpdateMode};
-use super::verdict::{check, Bounds};
+use super::verdict::check;
 use crate::capture::{Capture, Mode, Recorder};
 use crate::hooks::ModuleKey;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{weights_sha256, AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
 use crate::target::Target;
-use crate::thresholds::ThresholdsFile;
+use crate::thresholds::{bounds_for, ThresholdsFile};
 
 /// Why a case could not be computed; becomes [`CaseOutcome::setup_error`].
 type SetupResult<T> = Result<T, String>;
@@ -109,7 +109,10 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
     run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
 
-    let bounds = thresholds_for(matrix, entry, case, notes)?;
+    let thresholds_path = matrix.resolve(&entry.thresholds);
+    let thresholds = ThresholdsFile::read(&thresholds_path).map_err(|e| format!("{e}\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")"))?;
+    let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
+    notes.push(note);
     let mut by_key: Vec<LayerOutcome> = Vec::new();
     for record in &listener.recorder.records {
         let name = record.name.clone();
@@ -167,24 +170,4 @@ fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry
 /// Whether a file was written in the last minute (by this update run).
 fn fresh(path: &Path) -> bool {
     std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|d| d.as_secs() < 60)
-}
-
-/// The bounds of each layer of `case`: layercheck's per-shape thresholds when the file has the
-/// case's shape, else the seed's pooled thresholds (noted, since they measure another quantity).
-fn thresholds_for(matrix: &Matrix, entry: &ModelEntry, case: &CaseId, notes: &mut Vec<String>) -> SetupResult<impl Fn(&str) -> Bounds> {
-    let path: PathBuf = matrix.resolve(&entry.thresholds);
-    let file = ThresholdsFile::read(&path).map_err(|e| format!("{e}\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")"))?;
-    let per_shape = file.per_shape.as_ref().filter(|p| p.shapes.iter().any(|s| s.batch_size == case.batch_size as u64 && s.seq_length == case.seq_len as u64)).cloned();
-    match &per_shape {
-        Some(p) => notes.push(format!("thresholds: {} (per prompt, p{} at batch-size-{}_seq-length-{})", path.display(), p.percentile, case.batch_size, case.seq_len)),
-        None => notes.push(format!("thresholds: {} has no per-shape entry for batch {} x seq {}; applying its pooled seed values (abs_diff, cos_sim_avg), which are looser", path.display(), case.batch_size, case.seq_len)),
-    }
-    let (b, s) = (case.batch_size as u64, case.seq_len as u64);
-    Ok(move |key: &str| match &per_shape {
-        Some(p) => {
-            let t = p.get(b, s, key).copied().unwrap_or_default();
-            Bounds { abs_diff_l2: t.abs_diff_l2, cos_mean: t.cos_mean }
-        }
-        None => Bounds { abs_diff_l2: file.layer("abs_diff", key), cos_mean: file.layer("cos_sim_avg", key).or_else(|| file.layer("cos_sim_mean", key)) },
-    })
 }

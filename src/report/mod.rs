@@ -62,7 +62,7 @@ mod results;
 
 use std::path::{Path, PathBuf};
 
-pub use compact::{compact_results, thresholds_for_compact};
+pub use compact::compact_results;
 pub use harness::{case_report_dir, write_harness_report, REPORT_DIR_VAR};
 pub use layers::{layer_views, LayerView, Submodule, Verdict};
 pub use markdown::render_markdown;

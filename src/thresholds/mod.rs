@@ -41,6 +41,7 @@
 //! - In layer mode we add [`PerShapeThresholds`] under the top-level key `"layercheck"`; see
 //!   [`per_shape`] for its definition.
 
+mod bounds;
 mod compute;
 mod file;
 pub mod per_shape;
@@ -48,6 +49,7 @@ mod percentile;
 
 use std::path::PathBuf;
 
+pub use bounds::{bounds_for, BoundsOf};
 pub use compute::{compute, run, ThresholdsOptions, ThresholdsReport};
 pub use file::{MetricThresholds, ThresholdsFile};
 pub use per_shape::{LayerThresholds, PerShapeThresholds, ShapeThresholds};
