@@ -109,11 +109,16 @@ fn missing_golden_then_regeneration_then_staleness() {
     assert!(!out.status.success() && text(&out).contains("refusing to regenerate golden files under CI"), "{}", text(&out));
     assert!(!golden.exists());
 
-    // Regeneration writes one file atomically (no temporary file left) and the case passes.
-    let out = run(&[("LAYERCHECK_UPDATE_GOLDEN", "1")]);
+    // Regeneration writes one file atomically (no temporary file left) and the case passes. Two
+    // cases (targets) share the golden file, and it is written once per update run.
+    let regenerate = || run(&[("LAYERCHECK_UPDATE_GOLDEN", "1"), ("LAYERCHECK_TARGETS", "cpu-f16,cpu-f32")]);
+    let out = regenerate();
     assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).matches("wrote golden file").count(), 1, "{}", text(&out));
     let files: Vec<String> = std::fs::read_dir(golden.join("tiny-granite")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(files, ["fwd-b1-s32.safetensors"]);
+    let out = regenerate();
+    assert_eq!(text(&out).matches("wrote golden file").count(), 1, "a new update run writes it again:\n{}", text(&out));
     let out = run(&[]);
     assert!(out.status.success(), "{}", text(&out));
 

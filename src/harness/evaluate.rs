@@ -10,7 +10,7 @@ use super::matrix::{Matrix, ModelEntry, TargetSpec};
 use super::outcome::{CaseOutcome, LayerOutcome};
 use super::target_listener::{Fault, TargetListener};
 use super::test_name::{CaseId, Feed};
-use super::update::{regenerate_command, UpdateMode};
+use super::update::{regenerate_command, run_id, UpdateMode};
 use super::verdict::check;
 use crate::capture::{Capture, Mode, Recorder};
 use crate::hooks::ModuleKey;
@@ -148,14 +148,16 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
     Ok(by_key)
 }
 
-/// Runs the reference and writes the golden file, holding a lock so that parallel test
-/// processes regenerate it once.
+/// Runs the reference and writes the golden file, once per update run (several cases share a
+/// golden file, and the processes of a run compute them in parallel): under a lock, beside which
+/// a stamp (outside the repository) names the run that last wrote the file.
 fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &TokenBatch, spec: &RunSpec, provenance: &Provenance) -> SetupResult<Capture> {
     let path = store.path(case);
-    let _lock = FileLock::acquire(&lock_path(&path))?;
-    // Another process may have just written it in this run.
-    if let Ok(capture) = store.load(case, provenance, "") {
-        if fresh(&path) {
+    let lock = lock_path(&path);
+    let _lock = FileLock::acquire(&lock)?;
+    let stamp = lock.with_extension("run");
+    if std::fs::read_to_string(&stamp).is_ok_and(|r| r == run_id()) {
+        if let Ok(capture) = store.load(case, provenance, "") {
             return Ok(capture);
         }
     }
@@ -164,10 +166,8 @@ fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry
     let capture = run::capture(&model, model_dir, batch, spec, recorder).map_err(|e| e.to_string())?;
     store.write(case, capture, provenance).map_err(|e| e.to_string())?;
     let written = store.load(case, provenance, "").map_err(|e| e.to_string())?;
+    // Without the stamp, the next case of this run regenerates the file again: slower, not wrong.
+    let _ = std::fs::write(&stamp, run_id());
+    eprintln!("layercheck: wrote golden file {}", path.display());
     Ok(written)
-}
-
-/// Whether a file was written in the last minute (by this update run).
-fn fresh(path: &Path) -> bool {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|d| d.as_secs() < 60)
 }

@@ -6,7 +6,8 @@
 //! The protocol is two hidden subcommands:
 //! - `layercheck suite-case --case CASE --out FILE [--stop-after KEY]` writes the case's
 //!   [`CaseOutcome`] to FILE (and the case's report after a complete forward); it reads the same
-//!   matrix and environment as the test process, from the same folder;
+//!   matrix and environment as the test process, from the same folder, plus the run's id
+//!   (`LAYERCHECK_RUN_ID`, so that a golden file is regenerated once per update run);
 //! - `layercheck suite-cuda` prints `true` or `false`: whether its libtorch sees a CUDA device.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::process::{Command, Stdio};
 use crate::module_key::ModuleKey;
 use crate::outcome::CaseOutcome;
 use crate::test_name::CaseId;
+use crate::update::{run_id, RUN_ID_VAR};
 
 /// The variable through which nextest names the `layercheck` binary at run time (it differs from
 /// the compile-time path when tests run from an archive).
@@ -46,7 +48,7 @@ impl Engine {
         };
         let out = dir.path().join("outcome.bin");
         let mut command = Command::new(&self.bin);
-        command.arg("suite-case").arg("--case").arg(&name).arg("--out").arg(&out).current_dir(root);
+        command.arg("suite-case").arg("--case").arg(&name).arg("--out").arg(&out).current_dir(root).env(RUN_ID_VAR, run_id());
         if let Some(key) = stop_after {
             command.arg("--stop-after").arg(key.to_string());
         }

@@ -29,9 +29,25 @@ impl Drop for FileLock {
 }
 
 /// A lock file for `path` outside the repository (the system's temporary folder), so that
-/// locks never show in `git status`.
+/// locks never show in `git status`. The same for every process whether or not `path` or its
+/// folder exists yet (the path is made absolute, not resolved).
 pub fn lock_path(path: &Path) -> PathBuf {
-    let abs = std::fs::canonicalize(path.parent().unwrap_or(Path::new("."))).unwrap_or_default().join(path.file_name().unwrap_or_default());
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let digest = format!("{:x}", Sha256::digest(abs.to_string_lossy().as_bytes()));
     std::env::temp_dir().join("layercheck-locks").join(format!("{}.lock", &digest[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_files_lock_does_not_depend_on_whether_its_folder_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("golden/model/fwd-b1-s8.safetensors");
+        let before = lock_path(&file);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        assert_eq!(lock_path(&file), before);
+        assert_ne!(lock_path(&dir.path().join("golden/model/fwd-b1-s16.safetensors")), before);
+    }
 }

@@ -1,6 +1,9 @@
 //! Whether a run verifies golden files (the default) or regenerates them, from
 //! `LAYERCHECK_UPDATE_GOLDEN`; regeneration is refused under CI.
 
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crate::test_name::CaseId;
 
 /// The environment variable that turns on golden regeneration.
@@ -37,6 +40,24 @@ impl UpdateMode {
             Some(other) => Err(UpdateError::BadValue(other.to_string())),
         }
     }
+}
+
+/// The variable naming the run a process belongs to; the suite's test processes set it for the
+/// `layercheck` processes they start.
+pub const RUN_ID_VAR: &str = "LAYERCHECK_RUN_ID";
+
+/// The run this process belongs to, so that a golden file shared by several cases is regenerated
+/// once per update run: [`RUN_ID_VAR`], else nextest's `NEXTEST_RUN_ID`, else one made for this
+/// process (from its id and start time).
+pub fn run_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let set = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        set(RUN_ID_VAR).or_else(|| set("NEXTEST_RUN_ID")).unwrap_or_else(|| {
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            format!("process-{}-{nanos}", std::process::id())
+        })
+    })
 }
 
 /// The command that regenerates the golden files of `case`.
