@@ -200,7 +200,7 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
         written.push(compact.write_tagged(&opts.output_path, tag.as_deref()).map_err(|e| write(&e))?);
     }
     let name = compact_file_name_tagged(case, tag.as_deref()).map_err(|e| write(&e))?.trim_end_matches(COMPACT_SUFFIX).to_string();
-    Ok((written, (name, compact.to_file())))
+    Ok((written, (name, compact.into_file())))
 }
 
 /// The model id of a folder: its name.

@@ -51,7 +51,7 @@
 //!   exceeds 1, so it is refused (with the hint to regenerate); no tool reads it any more.
 //! - `layercheck-compact/2`: the summaries' cos fields are of the true cosine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
@@ -143,6 +143,8 @@ pub struct CompactWriter {
     case: SeedCase,
     metadata: BTreeMap<String, String>,
     records: Vec<CompactRecord>,
+    /// The keys of `records`, so that adding one stays O(1) (a generate case has ~10^5).
+    keys: HashSet<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -167,7 +169,7 @@ struct RecordJson {
 impl CompactWriter {
     /// An empty file for `case`.
     pub fn new(case: SeedCase) -> Self {
-        CompactWriter { case, metadata: BTreeMap::new(), records: Vec::new() }
+        CompactWriter { case, metadata: BTreeMap::new(), records: Vec::new(), keys: HashSet::new() }
     }
 
     /// Adds a provenance metadata entry (e.g. `mode`, `target`, `layercheck_version`).
@@ -186,26 +188,16 @@ impl CompactWriter {
 
     /// Adds a ready record.
     pub fn push_record(&mut self, record: CompactRecord) -> Result<(), CompactError> {
-        if self.records.iter().any(|r| r.key == record.key) {
+        if !self.keys.insert(record.key.clone()) {
             return Err(CompactError::DuplicateKey { key: record.key });
         }
         self.records.push(record);
         Ok(())
     }
 
-    /// What the written file would read back as, without writing it.
-    pub fn to_file(&self) -> CompactFile {
-        CompactFile { case: self.case.clone(), metadata: self.metadata.clone(), records: self.records.clone() }
-    }
-
-    /// The records so far.
-    pub fn records(&self) -> &[CompactRecord] {
-        &self.records
-    }
-
-    /// The path this case's file has under `output_path`.
-    pub fn path(&self, output_path: &Path) -> PathBuf {
-        compact_path(output_path, &self.case)
+    /// What the written file reads back as, without reading it.
+    pub fn into_file(self) -> CompactFile {
+        CompactFile { case: self.case, metadata: self.metadata, records: self.records }
     }
 
     /// Writes the file `{prefix}.layercheck.safetensors` under `output_path` (never over an
@@ -287,11 +279,6 @@ pub fn compact_file_name_tagged(case: &SeedCase, tag: Option<&str>) -> Result<St
         return Err(CompactError::BadTag { tag: tag.to_string() });
     }
     Ok(format!("{}_{tag}{SUFFIX}", case.prefix()))
-}
-
-/// `output_path` joined with [`compact_file_name`].
-pub fn compact_path(output_path: &Path, case: &SeedCase) -> PathBuf {
-    output_path.join(compact_file_name(case))
 }
 
 /// A compact file as read back.

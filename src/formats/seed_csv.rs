@@ -192,22 +192,6 @@ pub fn write_seed_csv(path: &Path, header: &SeedCsvHeader, values: &Tensor) -> R
     Ok(result?)
 }
 
-/// Writes a seed CSV file of plain values. Fails if `path` exists.
-pub fn write_seed_csv_values(path: &Path, header: &SeedCsvHeader, values: &[f64]) -> Result<(), SeedCsvError> {
-    write_file(path, Replace::Never, |w| {
-        write_header(w, header)?;
-        let (mut text, mut parts) = (Vec::new(), Vec::new());
-        for chunk in values.chunks(WRITE_CHUNK as usize) {
-            format_values(chunk, &mut text, &mut parts);
-            for part in &parts {
-                w.write_all(part)?;
-            }
-        }
-        Ok(())
-    })?;
-    Ok(())
-}
-
 /// Writes both seed CSV files of one layer, as the seed does for a plain tensor output: the
 /// target's shape as "GPU shape", the reference's as "CPU shape". Returns the two paths
 /// (`abs_diff`, `cos_sim`). Fails, writing nothing new, if either exists.
@@ -321,6 +305,9 @@ fn read_values_in_blocks(path: &Path, header_lines: usize, block_size: usize, pa
     }
     let mut values = Vec::with_capacity((size / 12) as usize);
     let mut lines_before = header_lines;
+    // Most metric files are a few kB: a block no larger than the file (a generate-mode folder
+    // holds ~100k of them, and zero-filling 32 MiB for each would dominate reading).
+    let block_size = block_size.min(usize::try_from(size).unwrap_or(usize::MAX).saturating_add(1).max(1 << 16));
     let mut block: Vec<u8> = Vec::with_capacity(block_size + (1 << 16));
     loop {
         let have = block.len();

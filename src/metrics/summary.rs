@@ -184,11 +184,11 @@ impl LayerSummary {
         self.reference_nan + self.reference_inf + self.target_nan + self.target_inf + self.abs_diff_nan + self.abs_diff_inf + self.cos_nan > 0
     }
 
-    /// The seed's `abs_diff` threshold reduction of this layer's values:
-    /// `np.linalg.norm(np.nan_to_num(values))`, NaN counted as 0 and inf as 1.797e308 (whose square
-    /// overflows, so any inf gives +inf).
-    pub fn seed_abs_diff_norm(&self) -> f64 {
-        if self.abs_diff_inf > 0 { f64::INFINITY } else { self.abs_diff_sq_sum_finite.sqrt() }
+    /// The square of the seed's `abs_diff` threshold reduction of this layer's values,
+    /// `np.linalg.norm(np.nan_to_num(values))`: NaN counted as 0 and inf as 1.797e308 (whose
+    /// square overflows, so any inf gives +inf). Squares, so that layers' values can be pooled.
+    pub fn seed_abs_diff_sq_sum(&self) -> f64 {
+        if self.abs_diff_inf > 0 { f64::INFINITY } else { self.abs_diff_sq_sum_finite }
     }
 
     /// Mean of the per-row true cos with NaN rows counted as 0 (`np.mean(np.nan_to_num(values))`
@@ -306,7 +306,7 @@ mod tests {
         assert!((both.sqnr_db() - 20.0).abs() < 1e-12);
         assert!((both.rel_l2() - 0.1).abs() < 1e-15);
         let inf = LayerSummary { abs_diff_inf: 1, abs_diff_sq_sum_finite: 9.0, ..zero };
-        assert_eq!(inf.seed_abs_diff_norm(), f64::INFINITY);
+        assert_eq!(inf.seed_abs_diff_sq_sum().sqrt(), f64::INFINITY);
         assert!(inf.has_nonfinite());
         assert!(!zero.has_nonfinite());
     }

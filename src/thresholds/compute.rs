@@ -248,11 +248,7 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
                 match (spec.file_metric.as_str(), spec.reduction) {
                     (_, Reduction::None) => {}
                     // The seed's norm of nan_to_num(abs_diff): NaN -> 0, any inf -> +inf.
-                    ("abs_diff", Reduction::Norm) => {
-                        let s = &record.summary;
-                        let sq = if s.abs_diff_inf > 0 { f64::INFINITY } else { s.abs_diff_sq_sum_finite };
-                        pools[i].add_sum(&key, sq, s.elements);
-                    }
+                    ("abs_diff", Reduction::Norm) => pools[i].add_sum(&key, record.summary.seed_abs_diff_sq_sum(), record.summary.elements),
                     // Unreachable through the seed's naming (a metric named abs_diff* reduces by
                     // norm); kept total: the mean of the values as they are.
                     ("abs_diff", Reduction::Mean) => pools[i].add_sum(&key, record.summary.abs_diff_sum, record.summary.elements),

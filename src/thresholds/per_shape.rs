@@ -73,7 +73,7 @@ pub struct ShapeThresholds {
 pub struct LayerThresholds {
     /// Number of observations (prompts x calls) behind the largest quantity list.
     pub observations: u64,
-    /// Non-finite observations (of the quantity with the most).
+    /// NaN observations, and infinite differences (of the quantity with the most).
     pub nonfinite_observations: u64,
     /// p-th percentile of per-prompt `abs_diff` L2 norms.
     pub abs_diff_l2: Option<f64>,
@@ -233,6 +233,15 @@ impl Observations {
         self.cos_min.push(s.cos_min);
     }
 
+    /// The most observations of one quantity that are NaN, or infinite where that means an
+    /// overflow (the differences). An infinite SQNR is an exact prompt (or a zero reference with a
+    /// difference), a real value, not a broken baseline.
+    fn nonfinite_observations(&self) -> u64 {
+        let overflowing = [&self.abs_diff_l2, &self.abs_diff_max, &self.rel_l2].map(|l| l.iter().filter(|v| !v.is_finite()).count());
+        let nan = [&self.sqnr_db, &self.cos_mean, &self.cos_min].map(|l| l.iter().filter(|v| v.is_nan()).count());
+        overflowing.into_iter().chain(nan).max().unwrap_or(0) as u64
+    }
+
     /// The thresholds at percentile `p` (see the module doc).
     pub fn thresholds(&self, p: f64) -> LayerThresholds {
         let lists = [&self.abs_diff_l2, &self.abs_diff_max, &self.rel_l2, &self.sqnr_db, &self.cos_mean, &self.cos_min];
@@ -240,7 +249,7 @@ impl Observations {
         let lower = |v: &Vec<f64>| percentile_linear(v, 100.0 - p);
         LayerThresholds {
             observations: lists.iter().map(|l| l.len() as u64).max().unwrap_or(0),
-            nonfinite_observations: lists.iter().map(|l| l.iter().filter(|v| !v.is_finite()).count() as u64).max().unwrap_or(0),
+            nonfinite_observations: self.nonfinite_observations(),
             abs_diff_l2: upper(&self.abs_diff_l2),
             abs_diff_max: upper(&self.abs_diff_max),
             rel_l2: upper(&self.rel_l2),
@@ -273,6 +282,7 @@ pub fn observation_len(values_len: usize, metric_shape: Option<&[i64]>, gpu_dims
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Tensor;
 
     #[test]
     fn observations_split_per_batch_item_and_per_stacked_tensor() {
@@ -302,6 +312,24 @@ mod tests {
         let t = o.thresholds(99.0);
         assert!(t.abs_diff_l2.unwrap().is_nan());
         assert_eq!(t.nonfinite_observations, 1);
+    }
+
+    #[test]
+    fn an_exact_prompt_is_not_a_nonfinite_observation() {
+        // Identical sides: abs_diff 0 everywhere, so SQNR is +inf, which is a real value.
+        let r = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([1, 2, 2]);
+        let exact = crate::metrics::compare(&r, &r).unwrap();
+        assert_eq!(exact.summary.sqnr_db(), f64::INFINITY);
+        let mut o = Observations::default();
+        o.add_summary(&exact.summary);
+        let t = o.thresholds(100.0);
+        assert_eq!((t.observations, t.nonfinite_observations, t.abs_diff_l2), (1, 0, Some(0.0)));
+        // An overflowing difference still counts.
+        let mut big = exact.summary.clone();
+        big.abs_diff_inf = 1;
+        big.abs_diff_max = f64::INFINITY;
+        o.add_summary(&big);
+        assert_eq!(o.thresholds(100.0).nonfinite_observations, 1);
     }
 
     #[test]
