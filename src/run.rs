@@ -56,7 +56,7 @@ pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced:
 pub fn config_sha256(model_path: &Path) -> Result<String, ModelError> {
     let config = model_path.join("config.json");
     let bytes = std::fs::read(&config).map_err(|source| ModelError::Io { path: config.clone(), source, hint: "config.json could not be read" })?;
-    Ok(hex(&Sha256::digest(&bytes)))
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
 /// The metadata of a capture: what model, target, mode and versions made it.
@@ -74,9 +74,4 @@ pub fn provenance(model: &DecoderModel, model_path: &Path, spec: &RunSpec) -> Re
         ("layercheck_version".into(), env!("CARGO_PKG_VERSION").into()),
         ("libtorch_version".into(), LIBTORCH_VERSION.into()),
     ]))
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -78,6 +78,12 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
         UpdateMode::Verify => store.load(case, &provenance, &fix).map_err(|e| e.to_string())?,
     };
 
+    // Before the forward, so that a missing or broken thresholds file costs no model run.
+    let thresholds_path = matrix.resolve(&entry.thresholds);
+    let thresholds = ThresholdsFile::read(&thresholds_path).map_err(|e| format!("{e}\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")"))?;
+    let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
+    notes.push(note);
+
     let (base, fault) = match matrix.target(case) {
         TargetSpec::Plain(t) => (*t, None),
         TargetSpec::Fault { base, module, amplitude } => (*base, Some(Fault { module: *module, amplitude: *amplitude })),
@@ -109,10 +115,6 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
     run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
 
-    let thresholds_path = matrix.resolve(&entry.thresholds);
-    let thresholds = ThresholdsFile::read(&thresholds_path).map_err(|e| format!("{e}\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")"))?;
-    let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
-    notes.push(note);
     let mut by_key: Vec<LayerOutcome> = Vec::new();
     for record in &listener.recorder.records {
         let name = record.name.clone();

@@ -14,7 +14,6 @@ use tch::Tensor;
 use super::test_name::CaseId;
 pub use super::update::{UpdateMode, UPDATE_VAR};
 use crate::capture::{Capture, CaptureError, Mode};
-use crate::run::hex;
 
 /// What a golden file must have been made from to be current.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +32,7 @@ impl Provenance {
             h.update(v.to_le_bytes());
         }
         h.update(format!("{:?}", ids.size()).as_bytes());
-        hex(&h.finalize())
+        format!("{:x}", h.finalize())
     }
 }
 

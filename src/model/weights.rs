@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use super::ModelError;
@@ -25,23 +26,11 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads `model.safetensors`, or the shards named by `model.safetensors.index.json`, in `dir`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let files = if index.exists() {
-            shard_files(&index)?
-        } else if single.exists() {
-            vec![single.clone()]
-        } else {
-            return Err(ModelError::MissingFile {
-                path: single,
-                hint: "an HF model folder needs model.safetensors or model.safetensors.index.json with its shards",
-            });
-        };
+        let (files, source) = checkpoint_files(dir)?;
         let mut weights = HashMap::new();
         for file in &files {
             read_file(file, &mut weights)?;
         }
-        let source = if files.len() == 1 { files[0].clone() } else { index };
         Ok(Checkpoint { weights, source })
     }
 
@@ -70,7 +59,23 @@ impl Checkpoint {
     }
 }
 
-/// The shard files named by an index file, in order, each once.
+/// The checkpoint files of a model folder in name order (`model.safetensors`, or the shards its
+/// index names), and what to call the checkpoint in messages (the file, or the index).
+fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, PathBuf), ModelError> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let files = shard_files(&index)?;
+        let source = if files.len() == 1 { files[0].clone() } else { index };
+        Ok((files, source))
+    } else if single.exists() {
+        Ok((vec![single.clone()], single))
+    } else {
+        Err(ModelError::MissingFile { path: single, hint: "an HF model folder needs model.safetensors or model.safetensors.index.json with its shards" })
+    }
+}
+
+/// The shard files named by an index file, in name order, each once.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
     #[derive(serde::Deserialize)]
     struct Index {
@@ -120,15 +125,65 @@ fn read_file(file: &Path, into: &mut HashMap<String, Weight>) -> Result<(), Mode
 
 /// The sha256 of a model folder's checkpoint files (in name order, content only): what golden
 /// files record so that a change of weights shows as staleness, not as a numeric failure.
+///
+/// Every case of a model needs it, each in its own process, and hashing reads the whole
+/// checkpoint (gigabytes for a real model): the result is remembered in the temporary folder,
+/// keyed as git recognises unchanged files, by each file's path, size, modification time and inode.
 pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
-    use sha2::{Digest, Sha256};
-    let index = dir.join("model.safetensors.index.json");
-    let mut files = if index.exists() { shard_files(&index)? } else { vec![dir.join("model.safetensors")] };
-    files.sort();
+    let (files, _) = checkpoint_files(dir)?;
+    let remembered = remembered_hash_path(&files);
+    if let Some(known) = remembered.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        // A half-written entry (two processes at once) is not a hash: computed again.
+        if known.len() == 64 && known.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(known);
+        }
+    }
     let mut hasher = Sha256::new();
     for file in &files {
         let mut f = std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file is missing" })?;
         std::io::copy(&mut f, &mut hasher).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file could not be read" })?;
     }
-    Ok(crate::run::hex(&hasher.finalize()))
+    let hash = format!("{:x}", hasher.finalize());
+    if let Some(path) = remembered {
+        // Not remembered when it cannot be written: the next case hashes again.
+        let _ = path.parent().map(std::fs::create_dir_all);
+        let _ = std::fs::write(&path, &hash);
+    }
+    Ok(hash)
+}
+
+/// Where the hash of `files` is remembered; none when a file cannot be looked at.
+fn remembered_hash_path(files: &[PathBuf]) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut key = Sha256::new();
+    for file in files {
+        let meta = std::fs::metadata(file).ok()?;
+        key.update(std::path::absolute(file).ok()?.as_os_str().as_encoded_bytes());
+        for n in [meta.len(), meta.ino(), meta.mtime() as u64, meta.mtime_nsec() as u64] {
+            key.update(n.to_le_bytes());
+        }
+    }
+    Some(std::env::temp_dir().join("layercheck-weights-sha256").join(format!("{:x}", key.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weights_hash_is_of_the_content_and_follows_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.safetensors");
+        std::fs::write(&file, b"first weights").unwrap();
+        // Independently: sha256 of the bytes (a single file is hashed as it is).
+        let expected = |bytes: &[u8]| format!("{:x}", Sha256::digest(bytes));
+        assert_eq!(weights_sha256(dir.path()).unwrap(), expected(b"first weights"));
+        // Remembered: the same answer again.
+        assert_eq!(weights_sha256(dir.path()).unwrap(), expected(b"first weights"));
+        // Same length, new content, a later modification time: hashed anew.
+        std::fs::write(&file, b"other weights").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+        assert_eq!(weights_sha256(dir.path()).unwrap(), expected(b"other weights"));
+    }
 }
