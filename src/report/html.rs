@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::layers::{first_divergent, worst_layers, LayerView, Verdict};
+use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::markdown::{
     cos_opt, errors, first_failures, first_sentence, footer, headline, margins_sentence, one_minus, sci_opt, thresholds, used, PLOT_LEGEND, TABLE_INTRO, WORST_CHECKED, WORST_SHOWN, WORST_UNCHECKED,
 };
@@ -121,14 +121,11 @@ pub fn render_html(results: &CaseResults, views: &[LayerView], svg: &str) -> Str
 }
 
 fn headline_class(results: &CaseResults, views: &[LayerView]) -> &'static str {
-    if results.setup_error.is_some() {
-        "verdict-error"
-    } else if results.margins.is_none() || views.is_empty() {
-        ""
-    } else if first_divergent(views).is_some() {
-        "verdict-fail"
-    } else {
-        "verdict-pass"
+    match case_verdict(results, views) {
+        CaseVerdict::SetupError => "verdict-error",
+        CaseVerdict::NothingRecorded | CaseVerdict::Unchecked => "",
+        CaseVerdict::Pass => "verdict-pass",
+        CaseVerdict::Fail { .. } => "verdict-fail",
     }
 }
 

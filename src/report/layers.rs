@@ -216,6 +216,41 @@ pub fn layer_views(results: &CaseResults) -> Vec<LayerView> {
     results.layers.iter().enumerate().map(|(i, l)| LayerView::new(i, l, results.margins.as_ref())).collect()
 }
 
+/// The verdict on a whole case, which every rendering (headline, page colour, plot title) states.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CaseVerdict<'a> {
+    /// The case could not be computed: nothing was compared.
+    SetupError,
+    /// Computed, but no layer was recorded.
+    NothingRecorded,
+    /// No thresholds: metrics only.
+    Unchecked,
+    Pass,
+    /// `failing` layers failed and `errors` could not be compared; `first` in forward order.
+    Fail { failing: usize, errors: usize, first: &'a LayerView },
+}
+
+/// The verdict on the case of `results`, whose layers are `views`.
+pub fn case_verdict<'a>(results: &CaseResults, views: &'a [LayerView]) -> CaseVerdict<'a> {
+    if results.setup_error.is_some() {
+        return CaseVerdict::SetupError;
+    }
+    if views.is_empty() {
+        return CaseVerdict::NothingRecorded;
+    }
+    if results.margins.is_none() {
+        return CaseVerdict::Unchecked;
+    }
+    match first_divergent(views) {
+        None => CaseVerdict::Pass,
+        Some(first) => CaseVerdict::Fail {
+            failing: views.iter().filter(|v| v.verdict == Verdict::Fail).count(),
+            errors: views.iter().filter(|v| v.verdict == Verdict::Error).count(),
+            first,
+        },
+    }
+}
+
 /// The first layer that failed or could not be compared, in forward order.
 pub fn first_divergent(views: &[LayerView]) -> Option<&LayerView> {
     views.iter().find(|v| v.verdict.is_bad())

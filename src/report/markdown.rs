@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::layers::{first_divergent, worst_layers, LayerView, Verdict};
+use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::results::CaseResults;
 use super::{HTML_FILE, PNG_FILE, RESULTS_FILE, SVG_FILE};
 
@@ -105,20 +105,12 @@ pub(super) const TABLE_INTRO: &str = "Worst over every record (forward call) and
 
 /// One sentence: the case's verdict.
 pub(super) fn headline(results: &CaseResults, views: &[LayerView]) -> String {
-    if results.setup_error.is_some() {
-        return "**ERROR**: the case could not be computed, so no layer was compared:".into();
-    }
-    if views.is_empty() {
-        return "No layer was recorded.".into();
-    }
-    if results.margins.is_none() {
-        return format!("{} layers, no thresholds given: metrics only, no verdicts.", views.len());
-    }
-    let failing = views.iter().filter(|v| v.verdict == Verdict::Fail).count();
-    let errors = views.iter().filter(|v| v.verdict == Verdict::Error).count();
-    match first_divergent(views) {
-        None => format!("**PASS**: all {} layers are within their thresholds.", views.len()),
-        Some(first) => {
+    match case_verdict(results, views) {
+        CaseVerdict::SetupError => "**ERROR**: the case could not be computed, so no layer was compared:".into(),
+        CaseVerdict::NothingRecorded => "No layer was recorded.".into(),
+        CaseVerdict::Unchecked => format!("{} layers, no thresholds given: metrics only, no verdicts.", views.len()),
+        CaseVerdict::Pass => format!("**PASS**: all {} layers are within their thresholds.", views.len()),
+        CaseVerdict::Fail { failing, errors, first } => {
             let errors = if errors > 0 { format!(", {errors} could not be compared") } else { String::new() };
             format!("**FAIL**: {failing} of {} layers fail{errors}. First divergent layer: `{}` (#{}).", views.len(), first.key, first.order)
         }

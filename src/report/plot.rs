@@ -13,7 +13,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
-use super::layers::{first_divergent, short_label, LayerView, Submodule, Verdict};
+use super::layers::{case_verdict, first_divergent, short_label, CaseVerdict, LayerView, Submodule, Verdict};
 use super::results::CaseResults;
 use super::ReportError;
 
@@ -139,16 +139,13 @@ impl PlotData {
                 cos_limits.extend(allowed.cos_mean.map(|c| (x, 1.0 - c)));
             }
         }
-        let verdict = if results.margins.is_none() {
-            "no thresholds".to_string()
-        } else {
-            let failing = views.iter().filter(|v| v.verdict == Verdict::Fail).count();
-            let errors = views.iter().filter(|v| v.verdict == Verdict::Error).count();
-            match (failing, errors) {
-                (0, 0) => "PASS".to_string(),
-                (f, 0) => format!("FAIL: {f} of {} layers", views.len()),
-                (f, e) => format!("FAIL: {f} of {} layers, {e} not compared", views.len()),
-            }
+        let verdict = match case_verdict(results, views) {
+            CaseVerdict::SetupError => "ERROR: not computed".to_string(),
+            CaseVerdict::NothingRecorded => "nothing recorded".to_string(),
+            CaseVerdict::Unchecked => "no thresholds".to_string(),
+            CaseVerdict::Pass => "PASS".to_string(),
+            CaseVerdict::Fail { failing, errors: 0, .. } => format!("FAIL: {failing} of {} layers", views.len()),
+            CaseVerdict::Fail { failing, errors, .. } => format!("FAIL: {failing} of {} layers, {errors} not compared", views.len()),
         };
         PlotData {
             title: format!("{}  ({verdict})", results.case),
@@ -312,4 +309,21 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotDat
     }
     area.draw(&Rectangle::new([(x - 6, 44), (LEGEND_WIDTH - 8, y - step / 2 + 6)], RGBColor(170, 170, 170).stroke_width(1)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::matrix::Margins;
+    use crate::harness::outcome::CaseOutcome;
+    use crate::report::layers::layer_views;
+
+    /// A case that could not be computed has no layers; its plot must not say PASS.
+    #[test]
+    fn the_title_of_a_case_that_was_not_computed_says_so() {
+        let outcome = CaseOutcome::failed("m::cpu-f16::fwd::b1::s8", "golden file missing".into());
+        let results = CaseResults::from_outcome(&outcome, &Margins::default());
+        let data = PlotData::new(&results, &layer_views(&results));
+        assert_eq!(data.title, "m::cpu-f16::fwd::b1::s8  (ERROR: not computed)");
+    }
 }

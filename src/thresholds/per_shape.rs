@@ -325,7 +325,7 @@ mod tests {
         let t = o.thresholds(100.0);
         assert_eq!((t.observations, t.nonfinite_observations, t.abs_diff_l2), (1, 0, Some(0.0)));
         // An overflowing difference still counts.
-        let mut big = exact.summary.clone();
+        let mut big = exact.summary;
         big.abs_diff_inf = 1;
         big.abs_diff_max = f64::INFINITY;
         o.add_summary(&big);
