@@ -70,7 +70,7 @@ pub fn provenance(model: &DecoderModel, model_path: &Path, spec: &RunSpec) -> Re
         ("target".into(), model.target.to_string()),
         ("mode".into(), spec.mode.to_string()),
         ("max_new_tokens".into(), if spec.mode == Mode::Generate { spec.max_new_tokens } else { 0 }.to_string()),
-        ("attention_mask".into(), match spec.mask { AttentionMask::AttendPads => "attend-pads", AttentionMask::Proper => "proper" }.into()),
+        ("attention_mask".into(), spec.mask.to_string()),
         ("layercheck_version".into(), env!("CARGO_PKG_VERSION").into()),
         ("libtorch_version".into(), LIBTORCH_VERSION.into()),
     ]))

@@ -79,3 +79,28 @@ fn half_precision_targets_run_in_their_precision() {
         assert!(diff > 0.0 && diff < bound, "{target}: max |diff| {diff}");
     }
 }
+
+/// The README's `layercheck capture` command line, every option given, runs and records what it
+/// asked for.
+#[test]
+fn the_readme_capture_command_line_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("prompts.txt");
+    std::fs::write(&prompts, "The capital of France is\nOne, two, three,\n").unwrap();
+    let out = tmp.path().join("run.safetensors");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_layercheck"))
+        .args(["capture", "--model-path"])
+        .arg(dir("tiny-granite"))
+        .args(["--target", "cpu-f16", "--prompts"])
+        .arg(&prompts)
+        .args(["--seq-length", "16", "--mode", "generate", "--max-new-tokens", "2", "--attention-mask", "proper", "--capture-inputs", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let capture = layercheck::capture::Capture::read(&out).unwrap();
+    assert_eq!(capture.metadata["attention_mask"], "proper");
+    assert_eq!(capture.tensors["input_ids"].size(), [2, 16]);
+    assert_eq!(capture.tensors["output_ids"].size(), [2, 18]);
+    assert!(capture.tensors.contains_key("input:model.base_model.layers0.attn.dense"));
+}

@@ -19,6 +19,12 @@ pub struct CaptureArgs {
     target: Target,
     #[command(flatten)]
     input: InputArgs,
+    /// Sequence length prompts are left-padded to with id 0 (default: the longest prompt).
+    #[arg(long, requires = "prompts")]
+    seq_length: Option<usize>,
+    /// attend-pads (the seed's way: pads attended, positions 0..S-1) or proper (pads masked).
+    #[arg(long, default_value = "attend-pads")]
+    attention_mask: AttentionMask,
     /// model-forward (one pass) or generate (greedy decoding with a KV cache).
     #[arg(long, default_value = "model-forward")]
     mode: Mode,
@@ -43,39 +49,26 @@ pub struct InputArgs {
     /// Prompts to tokenise with the model's tokenizer.json: a JSON list of strings, or one per line.
     #[arg(long)]
     prompts: Option<PathBuf>,
-    /// Sequence length prompts are left-padded to with id 0 (default: the longest prompt).
-    #[arg(long, requires = "prompts")]
-    seq_length: Option<usize>,
-    /// attend-pads (the seed's way: pads attended, positions 0..S-1) or proper (pads masked).
-    #[arg(long, default_value = "attend-pads", value_parser = parse_mask)]
-    attention_mask: AttentionMask,
-}
-
-fn parse_mask(s: &str) -> Result<AttentionMask, String> {
-    match s {
-        "attend-pads" => Ok(AttentionMask::AttendPads),
-        "proper" => Ok(AttentionMask::Proper),
-        other => Err(format!("unknown attention mask \"{other}\" (expected attend-pads or proper)")),
-    }
 }
 
 impl InputArgs {
-    /// The batch these arguments name, tokenising prompts with `model_path`'s tokenizer.
-    pub fn batch(&self, model_path: &std::path::Path) -> Result<TokenBatch, Box<dyn std::error::Error>> {
+    /// The batch these arguments name, tokenising prompts with `model_path`'s tokenizer and
+    /// padding them to `seq_length` (default: the longest).
+    pub fn batch(&self, model_path: &std::path::Path, seq_length: Option<usize>) -> Result<TokenBatch, Box<dyn std::error::Error>> {
         if let Some(path) = &self.input_ids {
             return Ok(TokenBatch::read_json(path)?);
         }
         let path = self.prompts.as_ref().expect("clap requires --input-ids or --prompts");
         let prompts = read_prompts(path)?;
         let tokenizer = Tokenizer::load(model_path)?;
-        Ok(TokenBatch::from_prompts(&prompts, &tokenizer, self.seq_length)?)
+        Ok(TokenBatch::from_prompts(&prompts, &tokenizer, seq_length)?)
     }
 }
 
 pub fn run(args: CaptureArgs) -> super::CliResult {
-    let batch = args.input.batch(&args.model_path)?;
+    let batch = args.input.batch(&args.model_path, args.seq_length)?;
     let model = DecoderModel::load(&args.model_path, args.target)?;
-    let spec = RunSpec { mode: args.mode, max_new_tokens: args.max_new_tokens, mask: args.input.attention_mask };
+    let spec = RunSpec { mode: args.mode, max_new_tokens: args.max_new_tokens, mask: args.attention_mask };
     let recorder = if args.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
     let capture = run::capture(&model, &args.model_path, &batch, &spec, recorder)?;
     capture.write(&args.out)?;

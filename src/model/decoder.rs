@@ -22,6 +22,26 @@ pub enum AttentionMask {
     Proper,
 }
 
+impl std::fmt::Display for AttentionMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttentionMask::AttendPads => "attend-pads",
+            AttentionMask::Proper => "proper",
+        })
+    }
+}
+
+impl std::str::FromStr for AttentionMask {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "attend-pads" => Ok(AttentionMask::AttendPads),
+            "proper" => Ok(AttentionMask::Proper),
+            other => Err(format!("unknown attention mask \"{other}\" (expected attend-pads or proper)")),
+        }
+    }
+}
+
 /// A decoder model on one target.
 pub struct DecoderModel {
     pub config: ModelConfig,
