@@ -110,8 +110,10 @@ fn plots_are_written_and_show_the_data() {
 
     let svg = read(&dir.path().join("plot.svg"));
     assert!(svg.contains("<svg") && svg.len() > 10_000, "{} bytes", svg.len());
+    let texts: Vec<&str> = svg.split("</text>").filter_map(|chunk| chunk.rsplit_once('>').map(|(_, text)| text.trim())).collect();
     for label in ["abs_diff_l2", "1 - cos_mean", "threshold + margin", "failing", "first divergent layer", "NaN / inf (top edge)", "attn", "ff", "ln", "embedding", "L1", CASE] {
-        assert!(svg.contains(&format!(">{label}")) || svg.contains(label), "the SVG shows {label:?}");
+        // At the start of a text element, so that e.g. "ff" is not found inside "abs_diff_l2".
+        assert!(texts.iter().any(|t| t.starts_with(label)), "the SVG shows {label:?}");
     }
 }
 

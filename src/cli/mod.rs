@@ -46,7 +46,7 @@ enum Command {
     SuiteCuda,
 }
 
-/// Any error a subcommand reports; printed with its chain of causes.
+/// Any error a subcommand reports; `main` prints it after `error: `.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Runs the parsed command line.

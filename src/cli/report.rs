@@ -41,7 +41,7 @@ pub fn run(args: ReportArgs) -> CliResult {
             let out = match &args.out {
                 Some(out) => out.clone(),
                 None if results.is_dir() => results.clone(),
-                None => results.parent().map(PathBuf::from).unwrap_or_else(|| ".".into()),
+                None => results.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| ".".into(), PathBuf::from),
             };
             rebuild_report(results, &out)?
         }

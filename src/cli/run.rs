@@ -7,7 +7,9 @@ use layercheck::harness::evaluate::evaluate;
 use layercheck::harness::outcome::CaseOutcome;
 use layercheck::harness::update::UpdateMode;
 use layercheck::target::TargetRuntime;
-use layercheck::harness::matrix::Matrix;
+use layercheck::harness::matrix::{Margins, Matrix};
+use layercheck::harness::verdict::Bounds;
+use layercheck::report::{layer_views, CaseResults};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -39,7 +41,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
         ran += 1;
         let started = std::time::Instant::now();
         let outcome = evaluate(&matrix, case, None, update);
-        if !print_case(&outcome, args.verbose, started.elapsed().as_secs_f64()) {
+        if !print_case(&outcome, &matrix.margins, args.verbose, started.elapsed().as_secs_f64()) {
             failed_cases += 1;
         }
         // Prints where the report went (a warning when it could not be written).
@@ -54,27 +56,31 @@ pub fn run(args: RunArgs) -> super::CliResult {
     Ok(())
 }
 
-/// Prints a case; returns whether it passed.
-fn print_case(outcome: &CaseOutcome, verbose: bool, seconds: f64) -> bool {
+/// Prints a case; returns whether it passed. The worst values are the report's (a NaN record
+/// shows as NaN, never hidden behind a finite one).
+fn print_case(outcome: &CaseOutcome, margins: &Margins, verbose: bool, seconds: f64) -> bool {
     if let Some(e) = &outcome.setup_error {
         println!("{}: could not be checked: {e}", outcome.case);
         return false;
     }
-    let failing = outcome.layers.iter().filter(|l| !l.passed()).count();
-    println!("{}: {} layers, {} failing ({seconds:.2} s)", outcome.case, outcome.layers.len(), failing);
-    for layer in &outcome.layers {
-        if !verbose && layer.passed() {
+    let views = layer_views(&CaseResults::from_outcome(outcome, margins));
+    let failing = views.iter().filter(|v| v.verdict.is_bad()).count();
+    println!("{}: {} layers, {} failing ({seconds:.2} s)", outcome.case, views.len(), failing);
+    let sci = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3e}"));
+    let fixed = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.7}"));
+    for v in &views {
+        if !verbose && !v.verdict.is_bad() {
             continue;
         }
-        let worst_abs = layer.observations.iter().map(|o| o.abs_diff_l2).fold(f64::NAN, f64::max);
-        let worst_cos = layer.observations.iter().map(|o| o.cos_mean).fold(f64::NAN, f64::min);
-        let fmt = |t: Option<f64>| t.map_or("-".into(), |v| format!("{v:.3e}"));
+        let bounds = v.bounds.unwrap_or(Bounds { abs_diff_l2: None, cos_mean: None });
         println!(
-            "  {:<4} {:<52} abs_diff_l2 {worst_abs:.3e} (th {})  cos_mean {worst_cos:.7} (th {})",
-            if layer.passed() { "ok" } else { "FAIL" },
-            layer.key,
-            fmt(layer.bounds.abs_diff_l2),
-            layer.bounds.cos_mean.map_or("-".into(), |v| format!("{v:.7}")),
+            "  {:<4} {:<52} abs_diff_l2 {} (th {})  cos_mean {} (th {})",
+            if v.verdict.is_bad() { "FAIL" } else { "ok" },
+            v.key,
+            sci(v.abs_diff_l2),
+            sci(bounds.abs_diff_l2),
+            fixed(v.cos_mean),
+            fixed(bounds.cos_mean),
         );
     }
     if let Some(first) = outcome.first_failure() {

@@ -96,7 +96,7 @@ pub enum ReportError {
     #[error("{path}:{line}: {problem}\n(hint: {RESULTS_FILE} is written by layercheck ({RESULTS_FORMAT}); re-run the case, or `layercheck report --compact`, to write it again)")]
     Parse { path: PathBuf, line: usize, problem: String },
     /// The plot could not be drawn.
-    #[error("could not draw {what}: {message}\n(hint: this is a bug in layercheck's report; the other report files are unaffected, please report it)")]
+    #[error("could not draw {what}: {message}\n(hint: this is a bug in layercheck's report; results.jsonl and report.md are written, please report it)")]
     Plot { what: &'static str, message: String },
     /// The report folder could not be chosen.
     #[error("{problem}\n(hint: set {REPORT_DIR_VAR} to a writable folder)")]
@@ -149,17 +149,15 @@ pub fn rebuild_report(path: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportErr
 }
 
 /// `report.md`, `report.html`, `plot.png`, `plot.svg` of `results` in `dir`.
+/// The markdown first, so that a plot that cannot be drawn leaves it written.
 fn write_renderings(results: &CaseResults, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let views = layer_views(results);
+    let markdown = dir.join(MARKDOWN_FILE);
+    write_bytes(&markdown, render_markdown(results, &views).as_bytes())?;
+    let mut written = vec![markdown];
     let svg = render_svg(results, &views)?;
     let png = render_png(results, &views)?;
-    let files = [
-        (MARKDOWN_FILE, render_markdown(results, &views).into_bytes()),
-        (HTML_FILE, render_html(results, &views, &svg).into_bytes()),
-        (SVG_FILE, svg.into_bytes()),
-        (PNG_FILE, png),
-    ];
-    let mut written = Vec::new();
+    let files = [(HTML_FILE, render_html(results, &views, &svg).into_bytes()), (SVG_FILE, svg.into_bytes()), (PNG_FILE, png)];
     for (name, bytes) in files {
         let path = dir.join(name);
         write_bytes(&path, &bytes)?;
