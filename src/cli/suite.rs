@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use layercheck::harness::evaluate::evaluate;
 use layercheck::harness::matrix::Matrix;
-use layercheck::harness::test_name::{CaseId, TestName};
+use layercheck::harness::test_name::CaseId;
 use layercheck::harness::update::UpdateMode;
 use layercheck::hooks::ModuleKey;
 
@@ -13,7 +13,7 @@ use layercheck::hooks::ModuleKey;
 pub struct SuiteCaseArgs {
     /// The case, as in test names: e.g. tiny-granite::cpu-f16::fwd::b1::s32.
     #[arg(long)]
-    case: String,
+    case: CaseId,
     /// Where to write the case's outcome (postcard, written atomically).
     #[arg(long)]
     out: PathBuf,
@@ -29,7 +29,7 @@ pub fn run_case(args: SuiteCaseArgs) -> super::CliResult {
     let root = std::env::current_dir()?;
     let matrix = Matrix::from_env(&root)?;
     let update = UpdateMode::from_env()?;
-    let case: CaseId = format!("{}::summary", args.case).parse::<TestName>().map(|n| n.case)?;
+    let case = args.case;
     if !matrix.cases.contains(&case) {
         return Err(format!("case {case} is not in the test matrix read from {}", root.display()).into());
     }

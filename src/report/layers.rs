@@ -2,7 +2,7 @@
 //! of that allowance it used, its verdict and its sub-module group.
 
 use crate::harness::matrix::Margins;
-use crate::harness::verdict::Bounds;
+use crate::harness::verdict::{allowed, Bounds};
 use crate::hooks::{LayerModule, ModuleKey};
 
 use super::results::{CaseResults, LayerResults};
@@ -95,17 +95,6 @@ impl Verdict {
     /// Failed or could not be compared.
     pub fn is_bad(self) -> bool {
         matches!(self, Verdict::Fail | Verdict::Error)
-    }
-}
-
-/// The value past which an observation fails, per quantity: `threshold + rtol * |threshold| +
-/// atol`, and for the cosine the same margin on `1 - cos` (as `crate::harness::verdict::check`
-/// applies them). `None` where the threshold is missing or not finite (such a layer fails).
-pub fn allowed(bounds: &Bounds, margins: &Margins) -> Bounds {
-    let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;
-    Bounds {
-        abs_diff_l2: bounds.abs_diff_l2.filter(|t| t.is_finite()).map(limit),
-        cos_mean: bounds.cos_mean.filter(|t| t.is_finite()).map(|t| 1.0 - limit(1.0 - t)),
     }
 }
 

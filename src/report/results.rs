@@ -103,7 +103,7 @@ impl CaseResults {
         let bounds = layer.bounds.filter(|_| self.margins.is_some());
         let (bounds_json, allowed_json) = match (bounds, self.margins) {
             (Some(b), Some(m)) => {
-                let allowed = super::layers::allowed(&b, &m);
+                let allowed = crate::harness::verdict::allowed(&b, &m);
                 (
                     Some(PairJson { abs_diff_l2: nf.opt("bounds.abs_diff_l2", b.abs_diff_l2), cos_mean: nf.opt("bounds.cos_mean", b.cos_mean) }),
                     Some(PairJson { abs_diff_l2: nf.opt("allowed.abs_diff_l2", allowed.abs_diff_l2), cos_mean: nf.opt("allowed.cos_mean", allowed.cos_mean) }),

@@ -91,47 +91,67 @@ impl FromStr for TestName {
     type Err = BadTestName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |problem: &str| BadTestName { name: s.to_string(), problem: problem.to_string() };
-        let parts: Vec<&str> = s.split("::").collect();
-        if let Some(p) = parts.iter().find(|p| !is_segment(p)) {
-            return Err(bad(&format!("segment \"{p}\" is not made of [a-z0-9._-]")));
-        }
-        let mut it = parts.into_iter().peekable();
-        let model = it.next().ok_or_else(|| bad("it is empty"))?.to_string();
-        let target = it.next().ok_or_else(|| bad("no target"))?.to_string();
-        let mode = match it.next() {
-            Some("fwd") => Mode::ModelForward,
-            Some("gen") => Mode::Generate,
-            _ => return Err(bad("the mode segment must be fwd or gen")),
+        let (case, check) = s.rsplit_once("::").ok_or_else(|| bad(s, "no layer key or summary at the end"))?;
+        let case = parse_case(s, case)?;
+        let check = match check {
+            "summary" => Check::Summary,
+            key if is_segment(key) => Check::Layer(key.parse().map_err(|e: BadModuleKey| bad(s, &e.to_string()))?),
+            other => return Err(bad(s, &format!("segment \"{other}\" is not made of [a-z0-9._-]"))),
         };
-        let feed = if it.peek() == Some(&"iso") {
-            it.next();
-            Feed::Isolated
-        } else {
-            Feed::Cumulative
-        };
-        let number = |seg: Option<&str>, prefix: char, what: &str| -> Result<usize, BadTestName> {
-            seg.and_then(|x| x.strip_prefix(prefix))
-                .filter(|n| !n.starts_with('0') || *n == "0")
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| bad(&format!("expected {what} as {prefix}N")))
-        };
-        let batch_size = number(it.next(), 'b', "the batch size")?;
-        let seq_len = number(it.next(), 's', "the sequence length")?;
-        let max_new_tokens = match mode {
-            Mode::Generate => Some(number(it.next(), 'n', "the number of new tokens")?),
-            Mode::ModelForward => None,
-        };
-        let check = match it.next() {
-            Some("summary") => Check::Summary,
-            Some(key) => Check::Layer(key.parse().map_err(|e: BadModuleKey| bad(&e.to_string()))?),
-            None => return Err(bad("no layer key or summary at the end")),
-        };
-        if it.next().is_some() {
-            return Err(bad("segments left after the layer key"));
-        }
-        Ok(TestName { case: CaseId { model, target, mode, feed, batch_size, seq_len, max_new_tokens }, check })
+        Ok(TestName { case, check })
     }
+}
+
+/// A case as it starts a test name: `tiny-granite::cpu-f16::fwd::b1::s64`.
+impl FromStr for CaseId {
+    type Err = BadTestName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_case(s, s)
+    }
+}
+
+fn bad(name: &str, problem: &str) -> BadTestName {
+    BadTestName { name: name.to_string(), problem: problem.to_string() }
+}
+
+/// Parses `text`, the case part of `name`.
+fn parse_case(name: &str, text: &str) -> Result<CaseId, BadTestName> {
+    let bad = |problem: &str| bad(name, problem);
+    let parts: Vec<&str> = text.split("::").collect();
+    if let Some(p) = parts.iter().find(|p| !is_segment(p)) {
+        return Err(bad(&format!("segment \"{p}\" is not made of [a-z0-9._-]")));
+    }
+    let mut it = parts.into_iter().peekable();
+    let model = it.next().ok_or_else(|| bad("it is empty"))?.to_string();
+    let target = it.next().ok_or_else(|| bad("no target"))?.to_string();
+    let mode = match it.next() {
+        Some("fwd") => Mode::ModelForward,
+        Some("gen") => Mode::Generate,
+        _ => return Err(bad("the mode segment must be fwd or gen")),
+    };
+    let feed = if it.peek() == Some(&"iso") {
+        it.next();
+        Feed::Isolated
+    } else {
+        Feed::Cumulative
+    };
+    let number = |seg: Option<&str>, prefix: char, what: &str| -> Result<usize, BadTestName> {
+        seg.and_then(|x| x.strip_prefix(prefix))
+            .filter(|n| !n.starts_with('0') || *n == "0")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| bad(&format!("expected {what} as {prefix}N")))
+    };
+    let batch_size = number(it.next(), 'b', "the batch size")?;
+    let seq_len = number(it.next(), 's', "the sequence length")?;
+    let max_new_tokens = match mode {
+        Mode::Generate => Some(number(it.next(), 'n', "the number of new tokens")?),
+        Mode::ModelForward => None,
+    };
+    if it.next().is_some() {
+        return Err(bad("segments left after the case (a layer key holds no \"::\")"));
+    }
+    Ok(CaseId { model, target, mode, feed, batch_size, seq_len, max_new_tokens })
 }
 
 #[cfg(test)]
@@ -197,7 +217,8 @@ mod tests {
         fn names_round_trip(name in arb_name()) {
             let text = name.to_string();
             prop_assert!(text.split("::").all(is_segment), "{}", text);
-            prop_assert_eq!(text.parse::<TestName>().unwrap(), name);
+            prop_assert_eq!(text.parse::<TestName>().unwrap(), name.clone());
+            prop_assert_eq!(name.case.to_string().parse::<CaseId>().unwrap(), name.case);
         }
     }
 }

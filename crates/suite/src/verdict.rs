@@ -63,10 +63,9 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
             reason: format!("{} NaN/inf element(s) on the target side (reference: {})", obs.target_nonfinite, obs.reference_nonfinite),
         });
     }
-    let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;
-    match bounds.abs_diff_l2 {
-        Some(th) if th.is_finite() => {
-            let allowed = limit(th);
+    let allowed = allowed(bounds, margins);
+    match (bounds.abs_diff_l2, allowed.abs_diff_l2) {
+        (Some(th), Some(allowed)) => {
             // NaN compares false: a NaN observation fails.
             let within = obs.abs_diff_l2 <= allowed;
             if !within {
@@ -79,12 +78,10 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
                 });
             }
         }
-        other => failures.push(missing("abs_diff_l2", obs.abs_diff_l2, other)),
+        (other, _) => failures.push(missing("abs_diff_l2", obs.abs_diff_l2, other)),
     }
-    match bounds.cos_mean {
-        Some(th) if th.is_finite() => {
-            // On the distance from 1: 1 - cos may exceed 1 - th by the margin.
-            let allowed = 1.0 - limit(1.0 - th);
+    match (bounds.cos_mean, allowed.cos_mean) {
+        (Some(th), Some(allowed)) => {
             let within = obs.cos_mean >= allowed;
             if !within {
                 failures.push(Failure {
@@ -96,9 +93,20 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
                 });
             }
         }
-        other => failures.push(missing("cos_mean", obs.cos_mean, other)),
+        (other, _) => failures.push(missing("cos_mean", obs.cos_mean, other)),
     }
     failures
+}
+
+/// The value past which an observation fails, per quantity: `threshold + rtol * |threshold| +
+/// atol`, and for the cosine the same margin on `1 - cos`. `None` where the threshold is missing or
+/// not finite (such a quantity fails).
+pub fn allowed(bounds: &Bounds, margins: &Margins) -> Bounds {
+    let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;
+    Bounds {
+        abs_diff_l2: bounds.abs_diff_l2.filter(|t| t.is_finite()).map(limit),
+        cos_mean: bounds.cos_mean.filter(|t| t.is_finite()).map(|t| 1.0 - limit(1.0 - t)),
+    }
 }
 
 fn missing(quantity: &str, observed: f64, th: Option<f64>) -> Failure {
