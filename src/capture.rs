@@ -13,8 +13,9 @@
 //!   Tuple outputs hold what their name says: `attn.in_proj` is q, k, v concatenated on the last
 //!   dimension; `model.base_model` the final hidden states; `model` (generate mode) the logits.
 //! - Tensor `input:{key}` (same suffix rule): the module's input, when inputs were captured.
-//! - Tensor `input_ids` `[B, S]` int64; `logits` `[B, S, V]` the final logits of the first call;
-//!   in generate mode `output_ids` `[B, S + max_new_tokens]`.
+//! - Tensor `input_ids` `[B, S]` int64; in model-forward mode `logits` `[B, S, V]` (the final
+//!   logits); in generate mode `output_ids` `[B, S + max_new_tokens]` (the logits are the `model`
+//!   records).
 //! - Any dtype (f32, f16, bf16); shapes `[B, S, D]` (`[B, 1, D]` for cached generate steps).
 //! - Metadata (all strings): `format` = `layercheck-capture/1`, `model`, `target`, `mode`
 //!   (`model-forward` | `generate`), `max_new_tokens`, `attention_mask` (`attend-pads` | `proper`),

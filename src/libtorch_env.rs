@@ -43,8 +43,7 @@ impl std::fmt::Display for LibtorchEnv {
     }
 }
 
-/// Finds the path of a shared library mapped into this process (Linux), touching libtorch first
-/// so that it is loaded.
+/// Finds the path of a shared library mapped into this process (Linux).
 fn loaded_library(name: &str) -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
