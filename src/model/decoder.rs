@@ -6,7 +6,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use super::config::ModelConfig;
-use super::rope::RopeTables;
+use super::rope::{RopeAngles, RopeTables};
 use super::weights::Checkpoint;
 use super::ModelError;
 use crate::hooks::{Hooks, LayerModule, ModuleKey, Stopped};
@@ -210,8 +210,9 @@ impl DecoderModel {
         let embedded = hooks.call(ModuleKey::Embedding, ids, |ids| Tensor::embedding(&self.embedding, ids, -1, false, false))?;
         let mut x = if c.embedding_multiplier != 1.0 { &embedded * c.embedding_multiplier } else { embedded };
         let base_input = x.shallow_clone();
+        let angles = self.rope.at(&step.positions);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = self.block(i, block, &x, &mut step, hooks)?;
+            x = self.block(i, block, &x, &angles, &mut step, hooks)?;
         }
         let hidden = hooks.call(ModuleKey::DecNorm, &x, |x| rms_norm(x, &self.dec_norm, c.rms_norm_eps))?;
         let hidden = hooks.output(ModuleKey::BaseModel, &base_input, hidden)?;
@@ -223,7 +224,7 @@ impl DecoderModel {
         Ok(logits)
     }
 
-    fn block(&self, i: usize, w: &Block, x: &Tensor, step: &mut Step, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
+    fn block(&self, i: usize, w: &Block, x: &Tensor, angles: &RopeAngles, step: &mut Step, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
         let c = &self.config;
         let key = |m| ModuleKey::Layer(i, m);
         let (b, s, _) = x.size3().expect("hidden states are [B, S, E]");
@@ -243,8 +244,8 @@ impl DecoderModel {
             (q, k, v)
         };
 
-        let q = self.rope.apply(&q.view([b, s, h, d]), &step.positions).transpose(1, 2);
-        let mut k = self.rope.apply(&k.view([b, s, kvh, d]), &step.positions).transpose(1, 2);
+        let q = angles.apply(&q.view([b, s, h, d])).transpose(1, 2);
+        let mut k = angles.apply(&k.view([b, s, kvh, d])).transpose(1, 2);
         let mut v = v.view([b, s, kvh, d]).transpose(1, 2);
         if let Some(cache) = step.cache.as_deref_mut() {
             if let Some(past) = cache.get_mut(i) {

@@ -24,16 +24,29 @@ impl RopeTables {
         RopeTables { cos: angles.cos().to_device(device), sin: angles.sin().to_device(device) }
     }
 
-    /// Rotates `x` `[B, S, H, D]` (rows in fms's interleaved order) for `positions` `[B, S]`.
-    pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Tensor {
+    /// The angles of `positions` `[B, S]`: gathered once per forward call, used by every layer.
+    pub fn at(&self, positions: &Tensor) -> RopeAngles {
+        let (b, s) = positions.size2().expect("rope positions are [B, S]");
+        let flat = positions.flatten(0, -1);
+        RopeAngles { cos: self.cos.index_select(0, &flat).view([b, s, 1, -1]), sin: self.sin.index_select(0, &flat).view([b, s, 1, -1]) }
+    }
+}
+
+/// The cos/sin of one forward call's positions, `[B, S, 1, head_dim/2]` each, float32.
+pub struct RopeAngles {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeAngles {
+    /// Rotates `x` `[B, S, H, D]` (rows in fms's interleaved order).
+    pub fn apply(&self, x: &Tensor) -> Tensor {
         let (b, s, h, d) = x.size4().expect("rope input is [B, S, H, D]");
         let pairs = x.to_kind(Kind::Float).view([b, s, h, d / 2, 2]);
         let x0 = pairs.select(-1, 0);
         let x1 = pairs.select(-1, 1);
-        let cos = self.cos.index_select(0, &positions.flatten(0, -1)).view([b, s, 1, d / 2]);
-        let sin = self.sin.index_select(0, &positions.flatten(0, -1)).view([b, s, 1, d / 2]);
-        let out0 = &x0 * &cos - &x1 * &sin;
-        let out1 = &x0 * &sin + &x1 * &cos;
+        let out0 = &x0 * &self.cos - &x1 * &self.sin;
+        let out1 = &x0 * &self.sin + &x1 * &self.cos;
         Tensor::stack(&[out0, out1], -1).view([b, s, h, d]).to_kind(x.kind())
     }
 }
