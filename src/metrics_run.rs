@@ -16,6 +16,7 @@ use crate::formats::seed_csv::write_layer_csvs;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
+use crate::sharegpt::ShareGptPool;
 use crate::target::Target;
 
 /// The output format of metric files.
@@ -111,10 +112,11 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<
             }
         }
     }
+    let inputs = LoadedInputs::load(&opts.inputs, &tokenizer)?;
     progress.start(cases.len() as u64);
     let mut generated = Generated { files: Vec::new(), cases: Vec::new() };
     for (b, s, t, k) in cases {
-        let batch = case_batch(opts, &tokenizer, b, s, k)?;
+        let batch = inputs.batch(&tokenizer, b, s, k)?;
         let spec = RunSpec { mode: opts.mode, max_new_tokens: t, mask: AttentionMask::AttendPads };
         let ref_capture = run::capture(&reference, &opts.model_path, &batch, &spec, Recorder::all()).map_err(setup)?;
         let forced = ref_capture.tensors.get("output_ids").map(|ids| ids.narrow(1, s as i64, t as i64));
@@ -131,45 +133,58 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<
     Ok(generated)
 }
 
-/// The inputs of batch `k` of a case.
-fn case_batch(opts: &MetricsRunOptions, tokenizer: &Tokenizer, b: usize, s: usize, k: usize) -> Result<TokenBatch, MetricsRunError> {
-    match &opts.inputs {
-        InputSource::Ids(path) => {
-            let batch = TokenBatch::read_json(path).map_err(setup)?;
-            if batch.batch_size() != b || batch.seq_len() != s {
-                return Err(setup(format!(
-                    "{} holds {} x {} ids but the case is batch size {b}, sequence length {s}\n(hint: pass --batch_sizes {} --seq_lengths {})",
-                    path.display(),
-                    batch.batch_size(),
-                    batch.seq_len(),
-                    batch.batch_size(),
-                    batch.seq_len()
-                )));
+/// The run's inputs, read and tokenised once for all its cases.
+enum LoadedInputs<'a> {
+    ShareGpt(ShareGptPool),
+    /// The prompts file and its prompts with their token counts.
+    Prompts(&'a Path, Vec<(String, usize)>),
+    Ids(&'a Path),
+}
+
+impl<'a> LoadedInputs<'a> {
+    fn load(source: &'a InputSource, tokenizer: &Tokenizer) -> Result<Self, MetricsRunError> {
+        Ok(match source {
+            InputSource::ShareGpt(path) => LoadedInputs::ShareGpt(ShareGptPool::load(path, tokenizer.inner()).map_err(setup)?),
+            InputSource::Prompts(path) => {
+                let prompts = read_prompts(path).map_err(setup)?;
+                let counted = prompts.into_iter().map(|p| tokenizer.encode(&p).map(|ids| (p, ids.len()))).collect::<Result<_, _>>().map_err(setup)?;
+                LoadedInputs::Prompts(path, counted)
             }
-            Ok(batch)
-        }
-        InputSource::ShareGpt(path) => {
-            let sampled = crate::sharegpt::prepare_inputs(path, tokenizer.inner(), b, s).map_err(setup)?;
-            TokenBatch::from_rows(sampled.ids).map_err(setup)
-        }
-        InputSource::Prompts(path) => {
-            let prompts = read_prompts(path).map_err(setup)?;
-            let mut fitting = Vec::new();
-            for p in prompts {
-                if tokenizer.encode(&p).map_err(setup)?.len() <= s {
-                    fitting.push(p);
+            InputSource::Ids(path) => LoadedInputs::Ids(path),
+        })
+    }
+
+    /// The inputs of batch `k` of a case.
+    fn batch(&self, tokenizer: &Tokenizer, b: usize, s: usize, k: usize) -> Result<TokenBatch, MetricsRunError> {
+        match self {
+            LoadedInputs::Ids(path) => {
+                let batch = TokenBatch::read_json(path).map_err(setup)?;
+                if batch.batch_size() != b || batch.seq_len() != s {
+                    return Err(setup(format!(
+                        "{} holds {} x {} ids but the case is batch size {b}, sequence length {s}\n(hint: pass --batch_sizes {} --seq_lengths {})",
+                        path.display(),
+                        batch.batch_size(),
+                        batch.seq_len(),
+                        batch.batch_size(),
+                        batch.seq_len()
+                    )));
                 }
+                Ok(batch)
             }
-            let chosen: Vec<String> = fitting.iter().skip(k * b).take(b).cloned().collect();
-            if chosen.len() < b {
-                return Err(setup(format!(
-                    "{}: {} prompt(s) fit in {s} tokens; batch {k} of size {b} needs {}\n(hint: add prompts, lower --prompt-batches or raise --seq_lengths)",
-                    path.display(),
-                    fitting.len(),
-                    (k + 1) * b
-                )));
+            LoadedInputs::ShareGpt(pool) => TokenBatch::from_rows(pool.batch(b, s).map_err(setup)?.ids).map_err(setup),
+            LoadedInputs::Prompts(path, prompts) => {
+                let fitting: Vec<&String> = prompts.iter().filter(|(_, n)| *n <= s).map(|(p, _)| p).collect();
+                let chosen: Vec<String> = fitting.iter().skip(k * b).take(b).map(|p| p.to_string()).collect();
+                if chosen.len() < b {
+                    return Err(setup(format!(
+                        "{}: {} prompt(s) fit in {s} tokens; batch {k} of size {b} needs {}\n(hint: add prompts, lower --prompt-batches or raise --seq_lengths)",
+                        path.display(),
+                        fitting.len(),
+                        (k + 1) * b
+                    )));
+                }
+                TokenBatch::from_prompts(&chosen, tokenizer, Some(s)).map_err(setup)
             }
-            TokenBatch::from_prompts(&chosen, tokenizer, Some(s)).map_err(setup)
         }
     }
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::py_random::PyRandom;
 
-pub use crate::inputs::PAD_ID;
+use crate::inputs::PAD_ID;
 /// The seed's shuffle seed.
 pub const SEED: u64 = 0;
 
@@ -80,23 +80,56 @@ pub struct SampledPrompt {
     pub ids: Vec<u32>,
 }
 
+/// The first turns of a ShareGPT file, each tokenised once and stably sorted by length (steps 1-2
+/// of the module doc): what every (batch size, sequence length) of a run samples from.
+pub struct ShareGptPool {
+    texts: Vec<String>,
+    /// (index into `texts`, ids), by length.
+    by_length: Vec<(usize, Vec<u32>)>,
+}
+
+impl ShareGptPool {
+    /// Tokenises `texts` (the tokenizer's own padding and truncation switched off).
+    pub fn new(texts: Vec<String>, tokenizer: &tokenizers::Tokenizer) -> Result<Self, ShareGptError> {
+        let mut tokenizer = tokenizer.clone();
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| ShareGptError::Tokenizer(e.to_string()))?;
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encodings = tokenizer.encode_batch(inputs, true).map_err(|e| ShareGptError::Tokenizer(e.to_string()))?;
+        let mut by_length: Vec<(usize, Vec<u32>)> = encodings.into_iter().map(|e| e.get_ids().to_vec()).enumerate().collect();
+        by_length.sort_by_key(|(_, ids)| ids.len());
+        Ok(ShareGptPool { texts, by_length })
+    }
+
+    /// Reads and tokenises the first turns of the ShareGPT file at `path`.
+    pub fn load(path: &Path, tokenizer: &tokenizers::Tokenizer) -> Result<Self, ShareGptError> {
+        Self::new(load_first_turns(path)?, tokenizer)
+    }
+
+    /// The seed's selection of `batch_size` prompts for `seq_length` (steps 3-4), shuffled with
+    /// `random.Random(seed)` (the seed uses [`SEED`]).
+    pub fn sample(&self, batch_size: usize, seq_length: usize, seed: u64) -> Result<Vec<SampledPrompt>, ShareGptError> {
+        let min = seq_length / 2;
+        let mut fitting: Vec<&(usize, Vec<u32>)> = self.by_length.iter().filter(|(_, ids)| min <= ids.len() && ids.len() <= seq_length).collect();
+        PyRandom::new(seed).shuffle(&mut fitting);
+        if fitting.len() < batch_size {
+            return Err(ShareGptError::NotEnough { found: fitting.len(), needed: batch_size, min, max: seq_length });
+        }
+        Ok(fitting.into_iter().take(batch_size).map(|(i, ids)| SampledPrompt { text: self.texts[*i].clone(), ids: ids.clone() }).collect())
+    }
+
+    /// The seed's input batch for `batch_size` x `seq_length` (steps 3-5).
+    pub fn batch(&self, batch_size: usize, seq_length: usize) -> Result<ShareGptBatch, ShareGptError> {
+        let prompts = self.sample(batch_size, seq_length, SEED)?;
+        let ids = left_pad(&prompts, seq_length);
+        Ok(ShareGptBatch { prompts, ids })
+    }
+}
+
 /// The seed's selection of `batch_size` prompts for `seq_length` from `texts` (steps 2-4 of the
 /// module doc), shuffled with `random.Random(seed)` (the seed uses [`SEED`]).
 pub fn sample_prompts(texts: &[String], tokenizer: &tokenizers::Tokenizer, batch_size: usize, seq_length: usize, seed: u64) -> Result<Vec<SampledPrompt>, ShareGptError> {
-    let mut tokenizer = tokenizer.clone();
-    tokenizer.with_padding(None);
-    tokenizer.with_truncation(None).map_err(|e| ShareGptError::Tokenizer(e.to_string()))?;
-    let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let encodings = tokenizer.encode_batch(inputs, true).map_err(|e| ShareGptError::Tokenizer(e.to_string()))?;
-    let mut dataset: Vec<(usize, Vec<u32>)> = encodings.into_iter().map(|e| e.get_ids().to_vec()).enumerate().collect();
-    dataset.sort_by_key(|(_, ids)| ids.len());
-    let min = seq_length / 2;
-    dataset.retain(|(_, ids)| min <= ids.len() && ids.len() <= seq_length);
-    PyRandom::new(seed).shuffle(&mut dataset);
-    if dataset.len() < batch_size {
-        return Err(ShareGptError::NotEnough { found: dataset.len(), needed: batch_size, min, max: seq_length });
-    }
-    Ok(dataset.into_iter().take(batch_size).map(|(i, ids)| SampledPrompt { text: texts[i].clone(), ids }).collect())
+    ShareGptPool::new(texts.to_vec(), tokenizer)?.sample(batch_size, seq_length, seed)
 }
 
 /// Left-pads each prompt's ids with [`PAD_ID`] to `seq_length` (longer prompts are left as they
@@ -119,8 +152,5 @@ pub struct ShareGptBatch {
 
 /// `prepare_inputs(batch_size, seq_length, tokenizer, path)` of the seed: the whole pipeline.
 pub fn prepare_inputs(path: &Path, tokenizer: &tokenizers::Tokenizer, batch_size: usize, seq_length: usize) -> Result<ShareGptBatch, ShareGptError> {
-    let texts = load_first_turns(path)?;
-    let prompts = sample_prompts(&texts, tokenizer, batch_size, seq_length, SEED)?;
-    let ids = left_pad(&prompts, seq_length);
-    Ok(ShareGptBatch { prompts, ids })
+    ShareGptPool::load(path, tokenizer)?.batch(batch_size, seq_length)
 }
