@@ -19,4 +19,5 @@ pub mod thresholds;
 pub mod py_random;
 pub mod sharegpt;
 pub mod metrics_run;
+pub mod progress;
 pub mod report;

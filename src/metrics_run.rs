@@ -16,6 +16,7 @@ use crate::formats::seed_csv::write_layer_csvs;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
+use crate::progress::Progress;
 use crate::sharegpt::ShareGptPool;
 use crate::target::Target;
 
@@ -69,17 +70,6 @@ pub enum MetricsRunError {
     Write(String),
 }
 
-/// One case's progress, reported to a caller that draws it.
-pub trait RunProgress {
-    fn start(&self, _cases: u64) {}
-    fn case_done(&self, _name: &str) {}
-    fn finish(&self) {}
-}
-
-/// Reports nothing.
-pub struct Quiet;
-impl RunProgress for Quiet {}
-
 fn setup<E: std::fmt::Display>(e: E) -> MetricsRunError {
     MetricsRunError::Setup(e.to_string())
 }
@@ -94,7 +84,7 @@ pub struct Generated {
 }
 
 /// Runs every case of the product batch sizes x seq lengths x new tokens.
-pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<Generated, MetricsRunError> {
+pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Generated, MetricsRunError> {
     if opts.prompt_batches > 1 && (opts.format == MetricsFormat::SeedCsv || !matches!(opts.inputs, InputSource::Prompts(_))) {
         return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)".into()));
     }
@@ -127,7 +117,7 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn RunProgress) -> Result<
         let (files, summaries) = write_case(opts, &case, k, &ref_capture, &target_capture)?;
         generated.files.extend(files);
         generated.cases.push(summaries);
-        progress.case_done(&case.prefix());
+        progress.step(&case.prefix());
     }
     progress.finish();
     Ok(generated)

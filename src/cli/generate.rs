@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use layercheck::capture::Mode;
-use layercheck::metrics_run::{self, InputSource, MetricsFormat, MetricsRunOptions, RunProgress};
+use layercheck::metrics_run::{self, InputSource, MetricsFormat, MetricsRunOptions};
 use layercheck::target::Target;
 
 use super::progress::Bar;
@@ -65,18 +65,6 @@ fn parse_format(s: &str) -> Result<MetricsFormat, String> {
         "seed-csv" => Ok(MetricsFormat::SeedCsv),
         "compact" => Ok(MetricsFormat::Compact),
         other => Err(format!("unknown format \"{other}\" (expected seed-csv or compact)")),
-    }
-}
-
-impl RunProgress for Bar {
-    fn start(&self, cases: u64) {
-        self.start_len(cases);
-    }
-    fn case_done(&self, name: &str) {
-        self.step(name);
-    }
-    fn finish(&self) {
-        self.done();
     }
 }
 

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use layercheck::progress::Progress;
 
 /// A bar counting `unit`s.
 pub struct Bar(ProgressBar);
@@ -17,17 +18,20 @@ impl Bar {
         Bar(bar)
     }
 
-    pub fn start_len(&self, len: u64) {
+}
+
+impl Progress for Bar {
+    fn start(&self, steps: u64) {
         self.0.reset();
-        self.0.set_length(len);
+        self.0.set_length(steps);
     }
 
-    pub fn step(&self, message: &str) {
-        self.0.set_message(message.to_string());
+    fn step(&self, name: &str) {
+        self.0.set_message(name.to_string());
         self.0.inc(1);
     }
 
-    pub fn done(&self) {
+    fn finish(&self) {
         self.0.finish_and_clear();
     }
 }

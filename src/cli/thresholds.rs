@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use layercheck::thresholds::{self, Progress, ThresholdsOptions};
+use layercheck::thresholds::{self, ThresholdsOptions};
 
 use super::progress::Bar;
 
@@ -31,18 +31,6 @@ pub struct ThresholdsArgs {
     /// it).
     #[arg(long, default_value_t = 99.0)]
     percentile: f64,
-}
-
-impl Progress for Bar {
-    fn start(&self, files: u64) {
-        self.start_len(files);
-    }
-    fn file_done(&self, name: &str) {
-        self.step(name);
-    }
-    fn finish(&self) {
-        self.done();
-    }
 }
 
 pub fn run(args: ThresholdsArgs) -> super::CliResult {

@@ -238,7 +238,7 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
                 }
             }
         }
-        progress.file_done(name);
+        progress.step(name);
     }
     for path in &compact {
         let file = CompactFile::read(path)?;
@@ -260,7 +260,7 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
                 shapes.at(file.case.batch_size, file.case.seq_length, &key).add_summary(item);
             }
         }
-        progress.file_done(&file_name(path));
+        progress.step(&file_name(path));
     }
     progress.finish();
 
@@ -288,7 +288,7 @@ fn whole_model(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress, r
         let mut values = Vec::new();
         for path in &files {
             values.extend(read_values(path, 1)?.1);
-            progress.file_done(&file_name(path));
+            progress.step(&file_name(path));
         }
         let value = percentile_linear(&values, 99.0).ok_or_else(|| ThresholdsError::NoValues {
             model: model.to_string(),

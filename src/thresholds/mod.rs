@@ -111,18 +111,4 @@ fn path_prefix(path: &Option<PathBuf>) -> String {
     path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }
 
-/// Progress of a long threshold computation, one step per file read. The library reports; the
-/// CLI draws (or not).
-pub trait Progress {
-    /// Called once with the number of files to read.
-    fn start(&self, _files: u64) {}
-    /// Called after each file.
-    fn file_done(&self, _name: &str) {}
-    /// Called when all files are read.
-    fn finish(&self) {}
-}
-
-/// Reports nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
+pub use crate::progress::{NoProgress, Progress};
