@@ -10,7 +10,8 @@ foundation-model-stack/aiu-fms-testing-utils write for models/tiny-granite.
 generate_layers_metrics.py`; --get-thresholds is `tests/resources/get_thresholds.py` of a git
 checkout (it is not in the wheel). Neither is committed here. Run from the repository root.
 
-The two scripts run UNMODIFIED (runpy), each in a fresh process. This wrapper only patches, at
+The two scripts run UNMODIFIED (runpy): generate_layers_metrics.py in a fresh child process per
+run, get_thresholds.py in this process. This wrapper only patches, at
 run time, before the script is executed (1-5: seed_patches.py, shared with scripts/bench/):
 
 1. `aiu_fms_testing_utils.utils.prepare_inputs` -> returns the fixed ids in
