@@ -57,7 +57,6 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind};
 
 use super::atomic::{write_file, AtomicWriteError, Replace};
 use super::case::{file_key, SeedCase};
@@ -120,11 +119,7 @@ impl CompactRecord {
     /// The record of one [`Comparison`] of `key` (brackets are dropped from the key).
     pub fn from_comparison(key: &str, reference_shape: &[i64], target_shape: &[i64], comparison: &Comparison) -> Result<Self, CompactError> {
         let torch = |source| CompactError::Torch { key: key.to_string(), source };
-        let cos = comparison.cos_sim.f_to_device(Device::Cpu).map_err(torch)?.f_to_kind(Kind::Double).map_err(torch)?;
-        let cos = cos.f_contiguous().map_err(torch)?.f_reshape([-1]).map_err(torch)?;
-        let n = cos.numel();
-        let mut values = vec![0f64; n];
-        cos.f_copy_data(&mut values, n).map_err(torch)?;
+        let values = crate::metrics::to_f64_vec(&comparison.cos_sim).map_err(torch)?;
         Ok(CompactRecord {
             key: file_key(key),
             reference_shape: reference_shape.to_vec(),
@@ -393,7 +388,7 @@ impl CompactFile {
 mod tests {
     use super::*;
     use crate::metrics::compare;
-    use tch::Tensor;
+    use tch::{Kind, Tensor};
 
     #[test]
     fn round_trips_records_in_capture_order() {

@@ -150,7 +150,8 @@ fn rowwise_true_cos(r: &Tensor, t: &Tensor) -> Result<Vec<f64>, MetricsError> {
 }
 
 /// Copies a 1-d tensor of any kind to a `Vec<f64>` on the CPU.
-fn to_f64_vec(t: &Tensor) -> Result<Vec<f64>, MetricsError> {
+/// A tensor's values as f64, row-major, from any device and float kind.
+pub(crate) fn to_f64_vec(t: &Tensor) -> Result<Vec<f64>, tch::TchError> {
     let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?.f_reshape([-1])?;
     let n = t.numel();
     let mut out = vec![0f64; n];
@@ -159,7 +160,7 @@ fn to_f64_vec(t: &Tensor) -> Result<Vec<f64>, MetricsError> {
 }
 
 fn count_rows(mask: &Tensor) -> Result<Vec<f64>, MetricsError> {
-    to_f64_vec(&mask.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)?)
+    Ok(to_f64_vec(&mask.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)?)?)
 }
 
 /// Summaries per batch item (dim 0 of a tensor of >= 3 dims; the whole tensor otherwise).
@@ -184,7 +185,7 @@ fn summarize_items(r: &Tensor, t: &Tensor, d: &Tensor, cos: &[f64]) -> Result<Ve
         let r64 = r.f_narrow(1, start, len)?.f_to_kind(Kind::Double)?;
         let tc = t.f_narrow(1, start, len)?;
         let sq = d64.f_square()?;
-        let sum1 = |t: &Tensor| -> Result<Vec<f64>, MetricsError> { to_f64_vec(&t.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?) };
+        let sum1 = |t: &Tensor| -> Result<Vec<f64>, MetricsError> { Ok(to_f64_vec(&t.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Double)?)?) };
         let diff_sq_part = sum1(&sq)?;
         let ref_sq_part = sum1(&r64.f_square()?)?;
         let diff_sum_part = sum1(&d64)?;

@@ -78,6 +78,7 @@ mod compensated;
 mod summary;
 
 pub use compare::{abs_diff, compare, cos_sim, summarize, true_cos_sim, Comparison};
+pub(crate) use compare::to_f64_vec;
 pub use compensated::CompensatedSum;
 pub use summary::{unravel_index, LayerSummary, SUMMARY_FIELDS};
 
