@@ -63,7 +63,6 @@ pub fn parse_record_name(name: &str) -> Option<(ModuleKey, Option<usize>)> {
 /// One recorded module call.
 pub struct Record {
     pub key: ModuleKey,
-    pub step: usize,
     /// The tensor name (see [`record_name`]).
     pub name: String,
     pub output: Tensor,
@@ -100,6 +99,11 @@ impl Recorder {
         Recorder { selection: Some(keys.into_iter().collect()), stop_after, ..Recorder::default() }
     }
 
+    /// The forward call being recorded (0: the prompt; then one per new token).
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
     fn selected(&self, key: ModuleKey) -> bool {
         self.selection.as_ref().is_none_or(|s| s.contains(&key))
     }
@@ -119,7 +123,6 @@ impl Listener for Recorder {
         if self.selected(key) {
             self.records.push(Record {
                 key,
-                step: self.step,
                 name: record_name(key, self.step, self.calls),
                 output: output.shallow_clone(),
                 input: input.map(Tensor::shallow_clone),

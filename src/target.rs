@@ -17,10 +17,7 @@ pub trait TargetRuntime {
 
 impl TargetRuntime for Target {
     fn is_available(&self) -> bool {
-        match self.device {
-            DeviceKind::Cpu => true,
-            DeviceKind::Cuda => tch::Cuda::is_available(),
-        }
+        self.device().is_ok()
     }
 
     fn device(self) -> Result<Device, TargetError> {

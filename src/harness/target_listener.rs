@@ -33,18 +33,16 @@ pub struct TargetListener {
     /// Golden module inputs by (key, forward call), for isolated feeding.
     golden_inputs: Option<HashMap<(ModuleKey, usize), Tensor>>,
     fault: Option<Fault>,
-    step: usize,
 }
 
 impl TargetListener {
     pub fn new(recorder: Recorder, golden_inputs: Option<HashMap<(ModuleKey, usize), Tensor>>, fault: Option<Fault>) -> Self {
-        TargetListener { recorder, golden_inputs, fault, step: 0 }
+        TargetListener { recorder, golden_inputs, fault }
     }
 }
 
 impl Listener for TargetListener {
     fn begin_step(&mut self, step: usize) {
-        self.step = step;
         self.recorder.begin_step(step);
     }
 
@@ -58,7 +56,7 @@ impl Listener for TargetListener {
             return None;
         }
         let golden = self.golden_inputs.as_ref()?;
-        golden.get(&(key, self.step)).map(Tensor::shallow_clone)
+        golden.get(&(key, self.recorder.step())).map(Tensor::shallow_clone)
     }
 
     fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()> {

@@ -163,11 +163,12 @@ impl DecoderModel {
         let mut cache: Vec<LayerCache> = Vec::new();
         let mut all = ids.shallow_clone();
         let mut next_input = ids.shallow_clone();
+        let forced = forced.map(|tokens| tokens.to_device(self.device));
         for step in 0..max_new_tokens {
             hooks.begin_step(step);
             let logits = self.forward_step(&next_input, Step { positions: positions.shallow_clone(), mask: attn_mask.as_ref().map(|m| m.shallow_clone()), cache: Some(&mut cache) }, true, hooks)?;
-            let next = match forced {
-                Some(tokens) => tokens.to_device(self.device).select(1, step as i64).view([b, 1]),
+            let next = match &forced {
+                Some(tokens) => tokens.select(1, step as i64).view([b, 1]),
                 None => logits.select(1, -1).argmax(-1, false).view([b, 1]),
             };
             all = Tensor::cat(&[&all, &next], 1);
