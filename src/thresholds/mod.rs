@@ -49,7 +49,7 @@ mod percentile;
 
 use std::path::PathBuf;
 
-pub use bounds::{bounds_for, BoundsOf};
+pub use bounds::{bounds_for, mirrored_at_one, BoundsOf};
 pub use compute::{compute, run, ThresholdsOptions, ThresholdsReport};
 pub use file::{MetricThresholds, ThresholdsFile};
 pub use per_shape::{LayerThresholds, PerShapeThresholds, ShapeThresholds};
