@@ -179,6 +179,11 @@ impl Capture {
         Ok(())
     }
 
+    /// The sha256 of the capture's tensors ([`tensor_file::tensors_sha256`]).
+    pub fn tensors_sha256(&self) -> Result<String, tch::TchError> {
+        tensor_file::tensors_sha256(self.tensors.iter().map(|(n, t)| (n.as_str(), t)))
+    }
+
     /// Module inputs by (key, forward call), when the capture has them: the k-th record of a key
     /// (in recorded order) belongs to call k.
     pub fn inputs_by_step(&self) -> HashMap<(ModuleKey, usize), Tensor> {

@@ -85,6 +85,30 @@ pub fn write_atomic(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap
     })
 }
 
+/// The sha256 of named tensors' contents, independent of file layout: for each tensor in name
+/// order, its name, dtype, shape and little-endian data bytes (each field length-prefixed).
+pub fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Result<String, tch::TchError> {
+    use sha2::{Digest, Sha256};
+    let mut named: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    let field = |h: &mut Sha256, bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for (name, tensor) in named {
+        let t = tensor.to_device(Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        field(&mut h, name.as_bytes());
+        field(&mut h, format!("{:?}", t.kind()).as_bytes());
+        field(&mut h, format!("{:?}", t.size()).as_bytes());
+        field(&mut h, &data);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 struct Bytes {
     dtype: Dtype,
     shape: Vec<usize>,

@@ -91,6 +91,9 @@ pub enum ThresholdsError {
     /// The same case is present as CSV files and as a compact file.
     #[error("case {prefix} is in {file_base} twice, as seed CSV files and as the compact file {compact}; its values would count twice\n(hint: move one of the two formats to another folder)")]
     DuplicateCase { prefix: String, file_base: PathBuf, compact: PathBuf },
+    /// A value the verdict would apply cannot be right, or the file is of another model.
+    #[error("{}: {field} {problem}\n(hint: thresholds are derived for one model from a healthy baseline (`layercheck generate`, then `layercheck thresholds`, README \"Thresholds\"); re-derive them, or correct the file)", .path.display())]
+    Invalid { path: PathBuf, field: String, problem: String },
     /// The percentile is out of range.
     #[error("percentile {0} is not in [0, 100]")]
     BadPercentile(f64),
