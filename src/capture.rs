@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
+use crate::formats::atomic::Replace;
 use crate::hooks::{Listener, ModuleKey};
 use crate::tensor_file::{self, TensorFile, TensorFileError};
 
@@ -171,12 +172,23 @@ impl Capture {
         Capture { metadata, keys, tensors }
     }
 
-    /// Writes the capture atomically to `path`.
+    /// Writes the capture atomically to `path`, replacing it.
     pub fn write(&self, path: &Path) -> Result<(), CaptureError> {
+        self.write_with(path, Replace::Allowed)
+    }
+
+    /// Writes the capture atomically to `path`, replacing an existing file only when `replace`
+    /// allows it.
+    pub fn write_with(&self, path: &Path, replace: Replace) -> Result<(), CaptureError> {
         let mut named: Vec<(String, Tensor)> = self.tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        tensor_file::write_atomic(path, &named, self.metadata.clone())?;
+        tensor_file::write_atomic_with(path, &named, self.metadata.clone(), replace)?;
         Ok(())
+    }
+
+    /// The sha256 of the capture's tensors ([`tensor_file::tensors_sha256`]).
+    pub fn tensors_sha256(&self) -> Result<String, tch::TchError> {
+        tensor_file::tensors_sha256(self.tensors.iter().map(|(n, t)| (n.as_str(), t)))
     }
 
     /// Module inputs by (key, forward call), when the capture has them: the k-th record of a key

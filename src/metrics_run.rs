@@ -12,7 +12,8 @@ use tch::Tensor;
 use crate::capture::{Capture, Mode, Recorder};
 use crate::formats::case::SeedCase;
 use crate::formats::compact::{compact_file_name_tagged, CompactFile, CompactWriter, SUFFIX as COMPACT_SUFFIX};
-use crate::formats::seed_csv::write_layer_csvs;
+use crate::formats::atomic::{move_new_files, remove_stale_temporaries, temp_builder, AtomicWriteError};
+use crate::formats::seed_csv::{seed_csv_path, write_layer_csvs, SeedMetric};
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
@@ -188,16 +189,39 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
         .and_then(|w| w.with_metadata("target", &opts.target.to_string()))
         .and_then(|w| w.with_metadata("layercheck_version", env!("CARGO_PKG_VERSION")))
         .map_err(|e| write(&e))?;
-    let mut written = Vec::new();
+    // Seed CSV files go to a temporary folder first and are moved into place together once all
+    // are written, so a failure or a kill never leaves part of a case (which would block a rerun
+    // and be read by `thresholds` as if complete). A killed run's folder is removed by the next
+    // write into `output_path` (see `formats::atomic`).
+    let staging = match opts.format {
+        MetricsFormat::SeedCsv => {
+            remove_stale_temporaries(&opts.output_path);
+            Some(temp_builder().tempdir_in(&opts.output_path).map_err(|e| MetricsRunError::Write(format!("{}: {e}", opts.output_path.display())))?)
+        }
+        MetricsFormat::Compact => None,
+    };
+    let mut staged = Vec::new();
     for name in &reference.keys {
         let r: &Tensor = &reference.tensors[name];
         let t = target.tensors.get(name).ok_or_else(|| MetricsRunError::MissingRecord { name: name.clone() })?;
         let comparison = crate::metrics::compare(r, t).map_err(|e| MetricsRunError::Write(format!("record {name}: {e}")))?;
-        if opts.format == MetricsFormat::SeedCsv {
-            written.extend(write_layer_csvs(&opts.output_path, case, name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?);
+        if let Some(dir) = &staging {
+            // Fail early, before the work, on a file a previous run left.
+            for metric in [SeedMetric::AbsDiff, SeedMetric::CosSim] {
+                let final_path = seed_csv_path(&opts.output_path, case, name, metric);
+                if final_path.exists() {
+                    return Err(write(&AtomicWriteError::Exists { path: final_path }));
+                }
+            }
+            staged.extend(write_layer_csvs(dir.path(), case, name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?);
         }
         // The summaries are kept in either format: they feed the case's report.
         compact.push(name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?;
+    }
+    let mut written = Vec::new();
+    if let Some(dir) = &staging {
+        let names: Vec<String> = staged.iter().map(|p| crate::formats::metric_files::file_name(p)).collect();
+        written = move_new_files(dir.path(), &opts.output_path, &names).map_err(|e| write(&e))?;
     }
     // Further prompt batches of the same case: same case metadata, their own tagged file.
     let tag = (k > 0).then(|| format!("prompts-{k}"));

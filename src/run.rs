@@ -34,6 +34,7 @@ pub fn capture(model: &DecoderModel, model_path: &Path, batch: &TokenBatch, spec
 /// (`[B, max_new_tokens]`) replaces the greedy choice of each step.
 pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced: Option<&Tensor>, listener: &mut dyn Listener) -> Result<Vec<(String, Tensor)>, ModelError> {
     batch.check_vocab(model.config.vocab_size).map_err(|e| ModelError::Input(e.to_string()))?;
+    check_positions(model.config.max_position_embeddings, batch, spec)?;
     let ids = batch.to_tensor();
     let mut extra: Vec<(String, Tensor)> = vec![("input_ids".into(), ids.shallow_clone())];
     let mut hooks = Hooks::new(listener);
@@ -50,6 +51,24 @@ pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced:
         }
     });
     Ok(extra)
+}
+
+/// Fails, before any tensor work, when the run would feed a position the model has no rotary
+/// angle for (libtorch would abort with an index error): the prompt takes positions `0..S`, and in
+/// generate mode each new token but the last is fed at the next one.
+pub fn check_positions(max_position_embeddings: i64, batch: &TokenBatch, spec: &RunSpec) -> Result<(), ModelError> {
+    let s = batch.seq_len() as i64;
+    let (needed, what) = match spec.mode {
+        Mode::ModelForward => (s, format!("sequence length {s} (model-forward)")),
+        Mode::Generate => {
+            let t = spec.max_new_tokens as i64;
+            (s + (t - 1).max(0), format!("sequence length {s} + {t} new tokens - 1 (generate)"))
+        }
+    };
+    if needed > max_position_embeddings {
+        return Err(ModelError::TooLong { what, needed, max: max_position_embeddings });
+    }
+    Ok(())
 }
 
 /// The sha256 of a model folder's `config.json`.

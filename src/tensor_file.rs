@@ -18,6 +18,8 @@ pub enum TensorFileError {
     Corrupt { path: PathBuf, problem: String },
     #[error("{path}: tensor {name} has dtype {dtype}, which layercheck does not handle (f32, f16, bf16, f64, i64, i32, bool)")]
     Dtype { path: PathBuf, name: String, dtype: String },
+    #[error(transparent)]
+    Write(#[from] AtomicWriteError),
 }
 
 /// The tensors and metadata of one safetensors file.
@@ -62,8 +64,13 @@ impl TensorFile {
     }
 }
 
-/// Writes `tensors` and `metadata` to `path` atomically; tensors are copied to the CPU.
+/// Writes `tensors` and `metadata` to `path` atomically, replacing it; tensors are copied to the CPU.
 pub fn write_atomic(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<(), TensorFileError> {
+    write_atomic_with(path, tensors, metadata, Replace::Allowed)
+}
+
+/// [`write_atomic`], replacing an existing `path` only when `replace` allows it.
+pub fn write_atomic_with(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>, replace: Replace) -> Result<(), TensorFileError> {
     let mut views = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
         let t = tensor.to_device(Device::Cpu).contiguous();
@@ -79,10 +86,31 @@ pub fn write_atomic(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap
     }
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| TensorFileError::Corrupt { path: path.to_path_buf(), problem: e.to_string() })?;
-    write_file(path, Replace::Allowed, |w| w.write_all(&bytes)).map_err(|e| match e {
-        AtomicWriteError::Io { path, source } => TensorFileError::Io { path, source },
-        AtomicWriteError::Exists { path } => TensorFileError::Io { path, source: std::io::ErrorKind::AlreadyExists.into() },
-    })
+    Ok(write_file(path, replace, |w| w.write_all(&bytes))?)
+}
+
+/// The sha256 of named tensors' contents, independent of file layout: for each tensor in name
+/// order, its name, dtype, shape and little-endian data bytes (each field length-prefixed).
+pub fn tensors_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Result<String, tch::TchError> {
+    use sha2::{Digest, Sha256};
+    let mut named: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    let field = |h: &mut Sha256, bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for (name, tensor) in named {
+        let t = tensor.to_device(Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        field(&mut h, name.as_bytes());
+        field(&mut h, format!("{:?}", t.kind()).as_bytes());
+        field(&mut h, format!("{:?}", t.size()).as_bytes());
+        field(&mut h, &data);
+    }
+    Ok(format!("{:x}", h.finalize()))
 }
 
 struct Bytes {

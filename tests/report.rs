@@ -26,7 +26,7 @@ fn outcome() -> CaseOutcome {
         let name = key.to_string();
         let abs = 1e-3 * 1.3f64.powi(i as i32);
         let dist = 2e-7 * 1.3f64.powi(i as i32);
-        let bounds = Bounds { abs_diff_l2: Some(abs * 1.25), cos_mean: Some(1.0 - dist * 1.25) };
+        let bounds = Bounds::new(Some(abs * 1.25), Some(1.0 - dist * 1.25));
         if key == ModuleKey::Head {
             let error = "the golden file golden/tiny-granite/fwd-b2-s32.safetensors has no record model.head\n(hint: `LAYERCHECK_UPDATE_GOLDEN=1 cargo test --test layers -- 'tiny-granite::cpu-bf16::fwd::b2::s32::'`)";
             layers.push(LayerOutcome { key: name, bounds, observations: vec![], failures: vec![], error: Some(error.into()) });

@@ -1,9 +1,10 @@
 //! `layercheck capture`: run a model on a target with hooks on every module and write every
 //! captured output, and the logits, to one safetensors file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use layercheck::capture::{Mode, Recorder};
+use layercheck::formats::atomic::Replace;
 use layercheck::harness::target_listener::Fault;
 use layercheck::runner::builtin;
 use layercheck::runner::request::Request;
@@ -45,9 +46,12 @@ pub struct CaptureArgs {
     /// Also capture each module's input (stored as `input:{key}`).
     #[arg(long)]
     capture_inputs: bool,
-    /// Output safetensors file.
+    /// Output safetensors file; never one inside the model folder.
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out if it exists (by default an existing file is an error).
+    #[arg(long)]
+    force: bool,
 }
 
 /// Where the token ids come from.
@@ -76,17 +80,43 @@ impl InputArgs {
     }
 }
 
+/// Refuses an `--out` that would destroy something, before any work: an existing file (unless
+/// `--force`), a folder, anything inside the model folder.
+fn check_out(out: &Path, model_path: &Path, force: bool) -> Result<(), String> {
+    let resolve = |p: &Path| -> Option<PathBuf> {
+        // The deepest existing ancestor, resolved (symlinks followed), plus what is below it.
+        let abs = std::path::absolute(p).ok()?;
+        let base = abs.ancestors().find(|a| a.exists())?;
+        let rest = abs.strip_prefix(base).ok()?;
+        Some(std::fs::canonicalize(base).ok()?.join(rest))
+    };
+    if let (Some(o), Some(m)) = (resolve(out), resolve(model_path)) {
+        if o.starts_with(&m) {
+            return Err(format!("--out {} is inside the model folder {}; layercheck never writes there (it could replace the model's own files)\n(hint: write the capture elsewhere, e.g. --out run.safetensors)", out.display(), model_path.display()));
+        }
+    }
+    if out.is_dir() {
+        return Err(format!("--out {} is a folder\n(hint: give a file name, e.g. --out {}/run.safetensors)", out.display(), out.display()));
+    }
+    if out.exists() && !force {
+        return Err(format!("--out {} already exists; capture does not replace files unless asked\n(hint: choose another --out, or pass --force to replace it)", out.display()));
+    }
+    Ok(())
+}
+
 pub fn run(args: CaptureArgs) -> super::CliResult {
     if let Some(request) = &args.request {
         return answer_request(request, args.target, args.fault.as_deref(), &args.out);
     }
     let model_path = args.model_path.clone().ok_or("--model-path is needed (or --request)")?;
+    check_out(&args.out, &model_path, args.force)?;
     let batch = args.input.batch(&model_path, args.seq_length)?;
     let model = DecoderModel::load(&model_path, args.target)?;
     let spec = RunSpec { mode: args.mode, max_new_tokens: args.max_new_tokens, mask: args.attention_mask };
     let recorder = if args.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
     let capture = run::capture(&model, &model_path, &batch, &spec, recorder)?;
-    capture.write(&args.out)?;
+    let replace = if args.force { Replace::Allowed } else { Replace::Never };
+    capture.write_with(&args.out, replace)?;
     eprintln!(
         "captured {} module outputs of {} on {} ({}, batch {} x {} tokens) to {}",
         capture.keys.len(),

@@ -71,7 +71,7 @@ fn print_case(outcome: &CaseOutcome, margins: &Margins, verbose: bool, seconds: 
         if !verbose && !v.verdict.is_bad() {
             continue;
         }
-        let bounds = v.bounds.unwrap_or(Bounds { abs_diff_l2: None, cos_mean: None });
+        let bounds = v.bounds.unwrap_or(Bounds::new(None, None));
         println!(
             "  {:<4} {:<52} abs_diff_l2 {} (th {})  cos_mean {} (th {})",
             if v.verdict.is_bad() { "FAIL" } else { "ok" },

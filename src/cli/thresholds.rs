@@ -54,6 +54,13 @@ pub fn run(args: ThresholdsArgs) -> super::CliResult {
                 eprintln!("warning: no metric file of {} matched {metric} in {}", report.model, opts.file_base.display());
             }
         }
+        for (prefix, missing) in &report.incomplete {
+            eprintln!(
+                "warning: case {prefix} of {} is not a whole forward (no {} ...): a run cut short, or a hand-made subset; its thresholds cover only the modules present",
+                report.model,
+                missing.join(", ")
+            );
+        }
         if !report.nonfinite.is_empty() {
             eprintln!(
                 "warning: {} per-shape threshold(s) of {} saw NaN or inf values (first: {} at batch {} seq {}); those thresholds are NaN or infinite: re-derive them from a clean baseline",

@@ -1,19 +1,114 @@
 //! Atomic file creation: the bytes go to a temporary file in the destination folder, which is then
 //! renamed into place. A reader never sees half a file, and an existing file is never replaced
 //! unless the caller asks for it.
+//!
+//! Temporary files and folders are named `.layercheck-{pid}-{random}.tmp` (git-ignored). One left
+//! behind by a killed process is removed by the next write into the same folder: when no process
+//! `{pid}` runs (Linux: no `/proc/{pid}`), or when it is older than a day (the pid may have been
+//! reused, or another machine wrote it).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The start of every temporary name.
+pub const TEMP_PREFIX: &str = ".layercheck-";
+/// The end of every temporary name.
+pub const TEMP_SUFFIX: &str = ".tmp";
+/// Past this age a temporary is stale whatever its pid.
+const STALE_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a file could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicWriteError {
     /// The destination exists and the caller asked not to replace it.
-    #[error("{path} already exists; layercheck never overwrites metric files\n(hint: remove it, or write to another --output_path)")]
+    #[error("{path} already exists; layercheck never overwrites metric files or captures unless asked\n(hint: remove it, or write to another --output_path / --out)")]
     Exists { path: PathBuf },
     /// Any I/O failure, with the path it concerns.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A component of the destination's folder is a file.
+    #[error("cannot write {path}: {file} is a file, not a folder\n(hint: choose an output path whose folders are folders)")]
+    NotAFolder { path: PathBuf, file: PathBuf },
+}
+
+/// The destination folder of `path` (`.` for a bare name), created with its parents; a component
+/// that exists as a file is reported as such (not as "File exists").
+pub fn prepare_folder(path: &Path) -> Result<PathBuf, AtomicWriteError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    if let Some(file) = dir.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir()) {
+        return Err(AtomicWriteError::NotAFolder { path: path.to_path_buf(), file: file.to_path_buf() });
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| AtomicWriteError::Io { path: path.to_path_buf(), source })?;
+    Ok(dir)
+}
+
+/// A temporary file builder with layercheck's name (see the module doc).
+pub fn temp_builder() -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    // The prefix must outlive the builder: one string per process.
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    b.prefix(PREFIX.get_or_init(|| format!("{TEMP_PREFIX}{}-", std::process::id())).as_str()).suffix(TEMP_SUFFIX);
+    b
+}
+
+/// Removes the stale temporaries of `dir` (see the module doc); what cannot be removed stays.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(middle) = name.strip_prefix(TEMP_PREFIX).and_then(|n| n.strip_suffix(TEMP_SUFFIX)) else { continue };
+        let pid = middle.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok());
+        let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > STALE_AGE);
+        let dead = match pid {
+            Some(pid) => pid != std::process::id() && !process_exists(pid),
+            // An older layercheck's name without a pid: stale after a day only.
+            None => false,
+        };
+        if dead || old {
+            let path = entry.path();
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
+}
+
+/// Moves the files `names` of the folder `from` into `to`, never replacing a file there: all or
+/// none (on any failure the files moved so far are removed again, and the error names the file).
+pub fn move_new_files(from: &Path, to: &Path, names: &[String]) -> Result<Vec<PathBuf>, AtomicWriteError> {
+    if let Some(name) = names.iter().find(|n| to.join(n).exists()) {
+        return Err(AtomicWriteError::Exists { path: to.join(name) });
+    }
+    let mut moved = Vec::with_capacity(names.len());
+    for name in names {
+        let (src, dst) = (from.join(name), to.join(name));
+        // A hard link fails if dst exists (no race replaces a file); then the source goes.
+        let result = std::fs::hard_link(&src, &dst).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                AtomicWriteError::Exists { path: dst.clone() }
+            } else {
+                AtomicWriteError::Io { path: dst.clone(), source }
+            }
+        });
+        if let Err(e) = result {
+            for done in &moved {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(e);
+        }
+        let _ = std::fs::remove_file(&src);
+        moved.push(dst);
+    }
+    Ok(moved)
+}
+
+/// Whether a process `pid` runs on this machine (unknown off Linux: assumed running).
+fn process_exists(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
 }
 
 /// Whether an existing destination may be replaced.
@@ -35,9 +130,12 @@ where
     if replace == Replace::Never && path.exists() {
         return Err(AtomicWriteError::Exists { path: path.to_path_buf() });
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = tempfile::Builder::new().prefix(".layercheck-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    if path.is_dir() {
+        return Err(io(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a folder, not a file")));
+    }
+    let dir = prepare_folder(path)?;
+    remove_stale_temporaries(&dir);
+    let tmp = temp_builder().tempfile_in(&dir).map_err(io)?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
         fill(&mut w).map_err(io)?;
@@ -80,6 +178,34 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three");
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_folder_that_is_a_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let err = write_file(&dir.path().join("f/a/b.txt"), Replace::Never, |w| w.write_all(b"1")).unwrap_err().to_string();
+        assert!(err.contains("f is a file, not a folder") && err.contains("hint"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("f")).unwrap(), "x");
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        // A dead writer's file and folder (pid beyond Linux's pid_max), a live one's (ours, as
+        // another process would hold it), and a foreign file.
+        let dead = dir.path().join(".layercheck-4999999-abc.tmp");
+        let dead_dir = dir.path().join(".layercheck-4999999-dir.tmp");
+        let live = dir.path().join(format!(".layercheck-{}-xyz.tmp", std::process::id()));
+        std::fs::write(&dead, "half").unwrap();
+        std::fs::create_dir(&dead_dir).unwrap();
+        std::fs::write(dead_dir.join("x.csv"), "half").unwrap();
+        std::fs::write(&live, "writing").unwrap();
+        std::fs::write(dir.path().join("keep.tmp"), "").unwrap();
+        write_file(&dir.path().join("out.txt"), Replace::Never, |w| w.write_all(b"1")).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, [live.file_name().unwrap().to_str().unwrap(), "keep.tmp", "out.txt"]);
     }
 
     #[test]

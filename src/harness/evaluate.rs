@@ -87,15 +87,15 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
 
     // Before the forward, so that a missing or broken thresholds file costs no model run.
     let thresholds_path = matrix.resolve(&entry.thresholds);
-    let thresholds = ThresholdsFile::read(&thresholds_path).map_err(|e| format!("{e}\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")"))?;
+    let thresholds = read_thresholds(&thresholds_path, &model_dir, case)?;
     let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
     notes.push(note);
 
     let records = match matrix.target(case) {
-        TargetSpec::Plain(t) => builtin_records(case, &model_dir, &store, &golden, &batch, &spec, stop_after, *t, None, &fix)?,
+        TargetSpec::Plain(t) => builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *t, None, &fix)?,
         TargetSpec::Fault { base, module, amplitude } => {
             let fault = Fault { module: *module, amplitude: *amplitude };
-            builtin_records(case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
+            builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
         }
         TargetSpec::Command { argv, timeout_s } => {
             let request = request_for(case, &model_dir, &batch, &golden, &store.path(case))?;
@@ -126,6 +126,7 @@ type TargetRecord = (String, ModuleKey, Result<Tensor, String>);
 /// Runs the builtin target (tch decoders in this process), with the case's feed and fault.
 #[allow(clippy::too_many_arguments)]
 fn builtin_records(
+    matrix: &Matrix,
     case: &CaseId,
     model_dir: &Path,
     store: &GoldenStore,
@@ -153,6 +154,7 @@ fn builtin_records(
     };
     let model = DecoderModel::load(model_dir, base).map_err(|e| e.to_string())?;
     let keys = ModuleKey::forward_order(model.config.num_layers, case.mode == Mode::Generate);
+    check_fault(matrix, case, fault.as_ref(), &keys)?;
     let recorder = match stop_after {
         Some(last) => Recorder::only(keys.clone(), Some(last)),
         None => Recorder::all(),
@@ -250,4 +252,34 @@ fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry
     let _ = std::fs::write(&stamp, run_id());
     eprintln!("layercheck: wrote golden file {}", path.display());
     Ok(written)
+}
+
+/// The case's thresholds file, read and checked: values the verdict can apply, and of this
+/// model (its `model_id` and layer count).
+fn read_thresholds(path: &Path, model_dir: &Path, case: &CaseId) -> SetupResult<ThresholdsFile> {
+    let hint = "\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")";
+    let file = ThresholdsFile::read(path).map_err(|e| format!("{e}{hint}"))?;
+    file.validate(path).map_err(|e| e.to_string())?;
+    let num_layers = crate::model::ModelConfig::load(model_dir).map_err(|e| e.to_string())?.num_layers;
+    let folder = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    file.check_model(path, &[folder.as_str(), case.model.as_str()], num_layers).map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+/// A fault on a module this case never records would perturb nothing, and every test would
+/// pass: the check that proves the suite catches faults would test nothing.
+fn check_fault(matrix: &Matrix, case: &CaseId, fault: Option<&Fault>, keys: &[ModuleKey]) -> SetupResult<()> {
+    match fault {
+        Some(f) if !keys.contains(&f.module) => Err(format!(
+            "fault target {}: module {} does not exist in this case's run ({} mode of a model with {} layer(s)), so the fault would change nothing and every test would pass\n(hint: point [faults.{}] module at one of the model's modules, e.g. {}; see {})",
+            case.target,
+            f.module,
+            case.mode,
+            keys.iter().filter_map(|k| match k { ModuleKey::Layer(i, _) => Some(*i + 1), _ => None }).max().unwrap_or(0),
+            case.target,
+            keys.get(keys.len() / 2).map_or("model.head".to_string(), |k| k.to_string()),
+            std::env::var("LAYERCHECK_MATRIX").unwrap_or_else(|_| matrix.root.join(crate::harness::matrix::MATRIX_FILE).display().to_string()),
+        )),
+        _ => Ok(()),
+    }
 }

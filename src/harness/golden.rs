@@ -2,9 +2,15 @@
 //! `golden/{model}/`, with the provenance that tells a stale golden from a numeric failure.
 //!
 //! A golden file is a capture file (see `src/capture.rs`) of the reference target, inputs
-//! included, plus metadata `weights_sha256` and `input_ids_sha256`. It is shared by every target
+//! included, plus metadata `weights_sha256`, `input_ids_sha256` and `tensors_sha256` (the sha256
+//! of its tensors' contents, [`crate::tensor_file::tensors_sha256`]). It is shared by every target
 //! and feed of the same (model, mode, batch, seq, new tokens). Files are written atomically, and
-//! only in update mode (`LAYERCHECK_UPDATE_GOLDEN=1`), which is refused under CI.
+//! only in update mode (`LAYERCHECK_UPDATE_GOLDEN=1`), which is refused under CI; a reference run
+//! with NaN or inf in any tensor is refused, not written.
+//!
+//! Loading checks, in this order: the data against `tensors_sha256` (corrupt), the metadata
+//! `target`, `mode`, `max_new_tokens` and `attention_mask` against the case (a golden made by
+//! another run cannot pass as the reference), then the provenance (stale).
 
 use std::path::PathBuf;
 
@@ -47,7 +53,16 @@ pub enum GoldenError {
     Unreadable { path: PathBuf, source: CaptureError, fix: String },
     #[error("could not write golden file {path}: {source}")]
     Write { path: PathBuf, source: CaptureError },
+    #[error("golden file {path} is corrupt: {problem}\n(hint: restore it from version control (`git checkout -- {path}`) or regenerate it with `{fix}`)")]
+    Corrupt { path: PathBuf, problem: String, fix: String },
+    #[error("golden file {path} was not made for this case: its metadata \"{field}\" is \"{found}\", the case needs \"{expected}\"\n(hint: a golden file is the cpu-f32 reference run of its case, with pads attended; regenerate it with `{fix}`)")]
+    Mismatch { path: PathBuf, field: &'static str, found: String, expected: String, fix: String },
+    #[error("refusing to write golden file {path}: the reference run's {name} holds {count} NaN or inf value(s)\n(hint: a reference with NaN cannot judge anything; check the model's config.json (rms_norm_eps, rope_theta, multipliers) and weights)")]
+    NonFinite { path: PathBuf, name: String, count: i64 },
 }
+
+/// The metadata entry that holds the sha256 of a golden file's tensors.
+pub const TENSORS_SHA256: &str = "tensors_sha256";
 
 /// The folder of golden files.
 #[derive(Debug, Clone)]
@@ -81,6 +96,22 @@ impl GoldenStore {
         }
         let capture = Capture::read(&path).map_err(|source| GoldenError::Unreadable { path: path.clone(), source, fix: fix.to_string() })?;
         let meta = |k: &str| capture.metadata.get(k).cloned().unwrap_or_else(|| "(none)".into());
+        let corrupt = |problem: String| GoldenError::Corrupt { path: path.clone(), problem, fix: fix.to_string() };
+        let Some(recorded) = capture.metadata.get(TENSORS_SHA256) else {
+            return Err(corrupt(format!("its metadata has no \"{TENSORS_SHA256}\", so its data cannot be verified (made by an older layercheck?)")));
+        };
+        let actual = capture.tensors_sha256().map_err(|e| corrupt(format!("its tensors cannot be read: {e}")))?;
+        if &actual != recorded {
+            return Err(corrupt(format!("the sha256 of its tensor data is {actual}, its metadata records {recorded}")));
+        }
+        let max_new_tokens = case.max_new_tokens.unwrap_or(0).to_string();
+        let mode = case.mode.to_string();
+        for (field, expected) in [("target", crate::target::Target::REFERENCE.to_string().as_str()), ("mode", mode.as_str()), ("max_new_tokens", max_new_tokens.as_str()), ("attention_mask", "attend-pads")] {
+            let found = meta(field);
+            if found != expected {
+                return Err(GoldenError::Mismatch { path, field, found, expected: expected.to_string(), fix: fix.to_string() });
+            }
+        }
         for (what, key, now) in [
             ("the model's config.json", "config_sha256", &expected.config_sha256),
             ("the model's weights", "weights_sha256", &expected.weights_sha256),
@@ -94,9 +125,23 @@ impl GoldenStore {
         Ok(capture)
     }
 
-    /// Writes the golden of `case` atomically, recording `provenance`.
+    /// Writes the golden of `case` atomically, recording `provenance` and the data's checksum;
+    /// refuses a capture with NaN or inf anywhere.
     pub fn write(&self, case: &CaseId, mut capture: Capture, provenance: &Provenance) -> Result<PathBuf, GoldenError> {
         let path = self.path(case);
+        let mut names: Vec<&String> = capture.tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let t = &capture.tensors[name];
+            if t.is_floating_point() {
+                let count = t.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
+                if count > 0 {
+                    return Err(GoldenError::NonFinite { path, name: name.clone(), count });
+                }
+            }
+        }
+        let sha = capture.tensors_sha256().map_err(|e| GoldenError::Write { path: path.clone(), source: CaptureError::File(crate::tensor_file::TensorFileError::Corrupt { path: path.clone(), problem: e.to_string() }) })?;
+        capture.metadata.insert(TENSORS_SHA256.into(), sha);
         capture.metadata.insert("weights_sha256".into(), provenance.weights_sha256.clone());
         capture.metadata.insert("input_ids_sha256".into(), provenance.input_ids_sha256.clone());
         capture.metadata.insert("config_sha256".into(), provenance.config_sha256.clone());

@@ -143,6 +143,15 @@ impl ConfigReader {
         }
     }
 
+    /// Fails unless `v > min`, saying why such a value cannot be meant.
+    fn above(&self, field: &str, v: f64, min: f64, why: &str) -> Result<(), ModelError> {
+        if v > min {
+            Ok(())
+        } else {
+            Err(self.err(field, format!("= {v} must be above {min}: {why}")))
+        }
+    }
+
     fn bool_or(&mut self, field: &str, default: bool) -> Result<bool, ModelError> {
         match self.take(field) {
             Some(v) => v.as_bool().ok_or_else(|| self.err(field, format!("must be true or false, found {v}"))),
@@ -188,6 +197,8 @@ impl ConfigReader {
             return Err(self.err("head_dim", format!("= {head_dim} must be even for rotary embeddings")));
         }
         let rms_norm_eps = self.float_or("rms_norm_eps", 1e-6)?;
+        // RMSNorm divides by sqrt(mean(x^2) + eps): eps <= 0 gives inf or NaN on a zero row.
+        self.above("rms_norm_eps", rms_norm_eps, 0.0, "RMSNorm divides by sqrt(mean(x^2) + eps), which is NaN or inf for eps <= 0")?;
         let max_position_embeddings = self.int("max_position_embeddings")?;
         let tie_word_embeddings = self.bool_or("tie_word_embeddings", false)?;
         let rope = self.rope()?;
@@ -205,6 +216,9 @@ impl ConfigReader {
         };
         if logits_scaling == 0.0 {
             return Err(self.err("logits_scaling", "must not be 0 (logits are divided by it)"));
+        }
+        for (field, v) in [("embedding_multiplier", embedding_multiplier), ("residual_multiplier", residual_multiplier), ("attention_multiplier", attention_multiplier), ("logits_scaling", logits_scaling)] {
+            self.above(field, v, 0.0, "a scale factor of the forward pass must be positive")?;
         }
 
         self.refuse_unless("hidden_act", |v| v == "silu", "only SiLU-gated MLPs (\"silu\") are implemented")?;
@@ -253,6 +267,7 @@ impl ConfigReader {
         let params = self.take("rope_parameters").or_else(|| self.take("rope_scaling"));
         let field = "rope_parameters";
         let Some(params) = params else {
+            self.above("rope_theta", top_theta, 1.0, "RoPE's frequencies are powers of 1/rope_theta (10000 or more for Llama and Granite); at or below 1 they are NaN, inf or do not decay")?;
             return Ok(Rope { theta: top_theta, llama3: None });
         };
         let Value::Object(mut p) = params else {
@@ -264,7 +279,9 @@ impl ConfigReader {
                 Some(v) => v.as_f64().map(Some).ok_or_else(|| cfg_err(&self.file, &format!("{field}.{key}"), format!("must be a number, found {v}"))),
             }
         };
+        let theta_field = if p.contains_key("rope_theta") { format!("{field}.rope_theta") } else { "rope_theta".to_string() };
         let theta = num(&mut p, "rope_theta")?.unwrap_or(top_theta);
+        self.above(&theta_field, theta, 1.0, "RoPE's frequencies are powers of 1/rope_theta (10000 or more for Llama and Granite); at or below 1 they are NaN, inf or do not decay")?;
         let kind = p.remove("rope_type").or_else(|| p.remove("type"));
         let kind = kind.as_ref().and_then(Value::as_str).unwrap_or("default").to_string();
         let llama3 = match kind.as_str() {
@@ -273,12 +290,17 @@ impl ConfigReader {
                 let need = |p: &mut Map<String, Value>, key: &str| {
                     num(p, key)?.ok_or_else(|| cfg_err(&self.file, &format!("{field}.{key}"), "is missing (rope_type \"llama3\" needs it)".into()))
                 };
-                Some(Llama3Scaling {
+                let s = Llama3Scaling {
                     factor: need(&mut p, "factor")?,
                     low_freq_factor: need(&mut p, "low_freq_factor")?,
                     high_freq_factor: need(&mut p, "high_freq_factor")?,
                     original_max_position_embeddings: need(&mut p, "original_max_position_embeddings")?,
-                })
+                };
+                for (key, v) in [("factor", s.factor), ("low_freq_factor", s.low_freq_factor), ("original_max_position_embeddings", s.original_max_position_embeddings)] {
+                    self.above(&format!("{field}.{key}"), v, 0.0, "llama3 rope scaling divides by it")?;
+                }
+                self.above(&format!("{field}.high_freq_factor"), s.high_freq_factor, s.low_freq_factor, "llama3 rope scaling divides by high_freq_factor - low_freq_factor")?;
+                Some(s)
             }
             other => {
                 return Err(self.err(
@@ -367,6 +389,13 @@ mod tests {
             ("head_dim", 15.into(), "field \"head_dim\" = 15 must be even"),
             ("vocab_size", (-1).into(), "field \"vocab_size\" must be a positive integer, found -1"),
             ("logits_scaling", 0.into(), "field \"logits_scaling\" must not be 0"),
+            ("logits_scaling", (-2.5).into(), "field \"logits_scaling\" = -2.5 must be above 0"),
+            ("rms_norm_eps", (-1e-6).into(), "field \"rms_norm_eps\" = -0.000001 must be above 0: RMSNorm divides"),
+            ("rms_norm_eps", 0.into(), "field \"rms_norm_eps\" = 0 must be above 0"),
+            ("attention_multiplier", 0.into(), "field \"attention_multiplier\" = 0 must be above 0"),
+            ("rope_parameters", serde_json::json!({"rope_theta": 0.0, "rope_type": "default"}), "field \"rope_parameters.rope_theta\" = 0 must be above 1"),
+            ("rope_parameters", serde_json::json!({"rope_theta": 1e4, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}), "field \"rope_parameters.high_freq_factor\" = 4 must be above 4"),
+            ("num_attention_heads", 0.into(), "field \"num_attention_heads\" must be a positive integer, found 0"),
             ("quantization_config", serde_json::json!({"bits": 4}), "field \"quantization_config\" is not a field layercheck knows"),
         ];
         for (field, value, expected) in cases {

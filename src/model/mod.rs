@@ -34,6 +34,8 @@ pub enum ModelError {
     Target(#[from] TargetError),
     #[error("bad input: {0}")]
     Input(String),
+    #[error("the run needs {needed} positions ({what}), more than config.json's field \"max_position_embeddings\" = {max}\n(hint: use a shorter sequence length or fewer new tokens; the model has rotary angles for positions 0 to {max} - 1 only)")]
+    TooLong { what: String, needed: i64, max: i64 },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn share_above_one_is_what_check_fails() {
         let m = Margins::default();
-        let b = Bounds { abs_diff_l2: Some(0.25), cos_mean: Some(0.9995) };
+        let b = Bounds::new(Some(0.25), Some(0.9995));
         let a = allowed(&b, &m);
         for abs in [0.0, 0.2, 0.25, 0.2625, 0.26251, 0.263, 1.0] {
             for cos in [1.0, 0.9995, 0.99948, 0.99947, 0.9994, 0.5] {

@@ -45,6 +45,8 @@
 //!   of the per-token cos over one prompt); compact files add `rel_l2` and `sqnr_db`.
 //! - `bounds`: the layer's thresholds (a member is null when the layer has none); `allowed`:
 //!   threshold plus margin, the value past which the record fails. Both null without thresholds.
+//!   `cos_rule`: `"seed"` when the cos threshold is the seed's pooled value, whose margin is taken
+//!   on the cos itself as deepview takes it (`crates/suite/src/verdict.rs`); absent otherwise.
 //! - `verdict`: `pass`, `fail`, `error` (the layer could not be compared: `error` says why, and
 //!   `record`, `item` and `metrics` are null) or `unchecked` (no thresholds).
 //! - **Non-finite numbers**: JSON has no NaN or infinity, so every number that is NaN, `inf` or

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::layers::Submodule;
 use crate::harness::outcome::CaseOutcome;
 use crate::harness::matrix::Margins;
-use crate::harness::verdict::{Bounds, Failure, Observation};
+use crate::harness::verdict::{Bounds, CosRule, Failure, Observation};
 
 /// The `format` of the first line of `results.jsonl`.
 pub const RESULTS_FORMAT: &str = "layercheck-results/1";
@@ -158,6 +158,7 @@ impl CaseResults {
             item: record.map(|r| r.observation.item),
             metrics,
             bounds: bounds_json,
+            cos_rule: bounds.map_or(CosRule::Deficit, |b| b.cos_rule),
             allowed: allowed_json,
             verdict: verdict.into(),
             failures,
@@ -197,7 +198,7 @@ impl CaseResults {
                 if results.layers.iter().any(|l| l.key == row.layer) {
                     return Err(bad("the lines of one layer must follow each other"));
                 }
-                let bounds = row.bounds.as_ref().map(|b| Bounds { abs_diff_l2: nf.back("bounds.abs_diff_l2", b.abs_diff_l2), cos_mean: nf.back("bounds.cos_mean", b.cos_mean) });
+                let bounds = row.bounds.as_ref().map(|b| Bounds { abs_diff_l2: nf.back("bounds.abs_diff_l2", b.abs_diff_l2), cos_mean: nf.back("bounds.cos_mean", b.cos_mean), cos_rule: row.cos_rule });
                 results.layers.push(LayerResults { key: row.layer.clone(), bounds, records: Vec::new(), error: None });
             }
             let layer = results.layers.last_mut().ok_or_else(|| bad("no layer"))?;
@@ -297,6 +298,10 @@ struct MarginsJson {
     atol: f64,
 }
 
+fn is_deficit(rule: &CosRule) -> bool {
+    *rule == CosRule::Deficit
+}
+
 #[derive(Serialize, Deserialize)]
 struct RecordJson {
     kind: String,
@@ -308,6 +313,9 @@ struct RecordJson {
     item: Option<usize>,
     metrics: Option<MetricsJson>,
     bounds: Option<PairJson>,
+    /// How the cos margin is taken: "deficit" (layercheck's, the default) or "seed" (deepview's).
+    #[serde(default, skip_serializing_if = "is_deficit")]
+    cos_rule: CosRule,
     allowed: Option<PairJson>,
     verdict: String,
     #[serde(default)]
@@ -359,7 +367,7 @@ mod tests {
 
     fn outcome() -> CaseOutcome {
         let m = Margins::default();
-        let b = Bounds { abs_diff_l2: Some(0.5), cos_mean: Some(0.999) };
+        let b = Bounds::new(Some(0.5), Some(0.999));
         let layer = |key: &str, o: Observation| {
             let failures = check(&o, &b, &m).into_iter().map(|f| (0, f)).collect();
             LayerOutcome { key: key.into(), bounds: b, observations: vec![o], failures, error: None }
@@ -373,7 +381,7 @@ mod tests {
             layers: vec![
                 layer("model.base_model.embedding", obs("model.base_model.embedding", 0.0, 1.0)),
                 layer("model.base_model.layers0.attn.dense", nan),
-                LayerOutcome { key: "model.head".into(), bounds: Bounds { abs_diff_l2: None, cos_mean: Some(f64::NEG_INFINITY) }, observations: vec![], failures: vec![], error: Some("no record".into()) },
+                LayerOutcome { key: "model.head".into(), bounds: Bounds::new(None, Some(f64::NEG_INFINITY)), observations: vec![], failures: vec![], error: Some("no record".into()) },
             ],
             notes: vec!["thresholds: t.json".into()],
         }

@@ -22,6 +22,8 @@ pub enum BuiltinError {
     Golden(#[from] CaptureError),
     #[error("the request's input_ids: {0}")]
     Inputs(String),
+    #[error("--fault {0}: the run has no such module, so the fault would change nothing\n(hint: name one of the model's modules, e.g. model.base_model.layers1.attn.dense)")]
+    NoSuchModule(String),
     #[error("the golden file {0} has no module inputs, which the isolated feed needs\n(hint: set golden_inputs = true for the model in the matrix and regenerate its golden files)")]
     NoInputs(String),
 }
@@ -48,6 +50,9 @@ pub fn answer(request: &Request, kinds: RequestKinds, target: Target, fault: Opt
     let recorder = if request.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
     let extra = run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener)?;
+    if let Some(f) = fault.filter(|f| !listener.recorder.records.iter().any(|r| r.key == f.module)) {
+        return Err(BuiltinError::NoSuchModule(f.module.to_string()));
+    }
     let metadata = run::provenance(&model, &request.model_path, &spec)?;
     Ok(Capture::from_records(&listener.recorder.records, extra, metadata))
 }

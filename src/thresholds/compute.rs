@@ -43,6 +43,52 @@ pub struct ThresholdsReport {
     pub layers_per_metric: Vec<(String, usize)>,
     /// Per-shape (batch size, seq length, layer key) entries that saw non-finite observations.
     pub nonfinite: Vec<(u64, u64, String)>,
+    /// Seed CSV cases whose records are not a whole forward of the modules they name (a run cut
+    /// short, or a hand-made subset): the case prefix and the first missing module keys.
+    pub incomplete: Vec<(String, Vec<String>)>,
+}
+
+/// Checks the seed CSV cases of `model` in `dir`: every record has both metric files (else
+/// [`ThresholdsError::PartialCase`]); returns the cases whose records are not a whole forward
+/// (embedding to head, every module of every layer up to the highest named, each as often as the
+/// others), with their first missing keys.
+fn check_cases(dir: &std::path::Path, model: &str) -> Result<Vec<(String, Vec<String>)>, ThresholdsError> {
+    use crate::hooks::ModuleKey;
+    let mut cases: BTreeMap<String, [std::collections::BTreeSet<String>; 2]> = BTreeMap::new();
+    for path in glob_files(dir, model, "", ".csv")? {
+        let name = file_name(&path);
+        let Some(prefix) = csv_prefix(&name) else { continue };
+        for (i, metric) in SeedMetric::ALL.into_iter().enumerate() {
+            if name.ends_with(&format!(".{}.csv", metric.name())) {
+                cases.entry(prefix.to_string()).or_default()[i].insert(python_layer_name(&name, metric.name()));
+            }
+        }
+    }
+    let names = SeedMetric::ALL.map(|m| m.name());
+    let mut incomplete = Vec::new();
+    for (prefix, sets) in cases {
+        if !sets[0].is_empty() && !sets[1].is_empty() {
+            for (has, other) in [(0, 1), (1, 0)] {
+                if let Some(record) = sets[has].difference(&sets[other]).next() {
+                    return Err(ThresholdsError::PartialCase { prefix, file_base: dir.to_path_buf(), record: record.clone(), has: names[has], lacks: names[other] });
+                }
+            }
+        }
+        let records = if sets[0].is_empty() { &sets[1] } else { &sets[0] };
+        let mut counts: HashMap<ModuleKey, usize> = HashMap::new();
+        for record in records {
+            let Ok(key) = strip_iter(record).0.parse::<ModuleKey>() else { continue };
+            *counts.entry(key).or_default() += 1;
+        }
+        let layers = counts.keys().filter_map(|k| match k { ModuleKey::Layer(i, _) => Some(i + 1), _ => None }).max().unwrap_or(0);
+        let expected = ModuleKey::forward_order(layers, counts.contains_key(&ModuleKey::Model));
+        let calls = counts.values().copied().max().unwrap_or(0);
+        let missing: Vec<String> = expected.iter().filter(|k| counts.get(k).copied().unwrap_or(0) < calls).take(3).map(|k| k.to_string()).collect();
+        if !missing.is_empty() {
+            incomplete.push((prefix, missing));
+        }
+    }
+    Ok(incomplete)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -199,6 +245,7 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
     }
     let mut csv: Vec<(String, PathBuf, Vec<usize>)> = csv.into_iter().map(|(n, (p, m))| (n, p, m)).collect();
     csv.sort_by(|a, b| natural_cmp(&a.0, &b.0));
+    report.incomplete = check_cases(&opts.file_base, &model)?;
     let compact = compact_files(&opts.file_base, &model)?;
     for path in &compact {
         // The case from the header, not the name: tagged files (`{prefix}_{tag}`) are that case too.

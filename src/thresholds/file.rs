@@ -122,6 +122,106 @@ impl ThresholdsFile {
     }
 }
 
+/// The largest cos threshold taken as a cosine: the seed's f16 cos exceeds 1 by rounding (about
+/// 1e-4); anything further above 1 is not a cosine.
+pub const MAX_COS_THRESHOLD: f64 = 1.01;
+
+/// The seed's metrics that the verdict applies (`abs_diff` an L2 norm, the others a cosine).
+const APPLIED: [&str; 3] = ["abs_diff", "cos_sim_avg", "cos_sim_mean"];
+
+impl ThresholdsFile {
+    /// Checks every value the verdict may apply (the seed's `abs_diff`, `cos_sim_avg`,
+    /// `cos_sim_mean`, and the per-shape `abs_diff_l2` and `cos_mean`): finite, an L2 norm at
+    /// least 0, a cos in [0, [`MAX_COS_THRESHOLD`]]. `path` names the file in errors.
+    pub fn validate(&self, path: &Path) -> Result<(), ThresholdsError> {
+        let invalid = |field: String, problem: String| ThresholdsError::Invalid { path: path.to_path_buf(), field, problem };
+        for (name, m) in self.metrics.iter().filter(|(n, _)| APPLIED.contains(&n.as_str())) {
+            let values: Vec<(String, f64)> = match m {
+                MetricThresholds::Layers(layers) => layers.iter().map(|(k, v)| (format!("{name}[\"{k}\"]"), *v)).collect(),
+                MetricThresholds::Scalar(v) => vec![(name.clone(), *v)],
+            };
+            for (field, v) in values {
+                let problem = if name == "abs_diff" { norm_problem(v) } else { cos_problem(v) };
+                if let Some(problem) = problem {
+                    return Err(invalid(field, problem));
+                }
+            }
+        }
+        if let Some(p) = &self.per_shape {
+            if !(0.0..=100.0).contains(&p.percentile) {
+                return Err(invalid(format!("{PER_SHAPE_KEY}.percentile"), format!("is {}, not in [0, 100]", p.percentile)));
+            }
+            for shape in &p.shapes {
+                let at = format!("{PER_SHAPE_KEY}.shapes.{}", super::per_shape::shape_key(shape.batch_size, shape.seq_length));
+                if shape.batch_size == 0 || shape.seq_length == 0 {
+                    return Err(invalid(at, "has batch_size or seq_length 0".into()));
+                }
+                for (key, t) in &shape.layers {
+                    for (q, v, problem) in [("abs_diff_l2", t.abs_diff_l2, t.abs_diff_l2.and_then(norm_problem)), ("cos_mean", t.cos_mean, t.cos_mean.and_then(cos_problem))] {
+                        if let (Some(_), Some(problem)) = (v, problem) {
+                            return Err(invalid(format!("{at}.layers[\"{key}\"].{q}"), problem));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the file belongs to the model it is applied to: its `model_id` (`org--name`)
+    /// ends with one of `names` (the model folder's name, the matrix's name for it), and no layer
+    /// key names a layer past `num_layers`.
+    pub fn check_model(&self, path: &Path, names: &[&str], num_layers: usize) -> Result<(), ThresholdsError> {
+        let invalid = |field: String, problem: String| ThresholdsError::Invalid { path: path.to_path_buf(), field, problem };
+        let last = self.model_id.rsplit("--").next().unwrap_or(&self.model_id);
+        if !names.iter().any(|n| *n == self.model_id || *n == last) {
+            return Err(invalid("model_id".into(), format!("is \"{}\", but the file is applied to model {}: it holds another model's thresholds", self.model_id, names.join(" / "))));
+        }
+        let mut keys: Vec<&str> = Vec::new();
+        for (_, m) in &self.metrics {
+            if let MetricThresholds::Layers(layers) = m {
+                keys.extend(layers.iter().map(|(k, _)| k.as_str()));
+            }
+        }
+        if let Some(p) = &self.per_shape {
+            keys.extend(p.shapes.iter().flat_map(|s| s.layers.iter().map(|(k, _)| k.as_str())));
+        }
+        for key in keys {
+            let (base, _) = crate::formats::case::strip_iter(key);
+            if let Ok(crate::hooks::ModuleKey::Layer(i, _)) = base.parse::<crate::hooks::ModuleKey>() {
+                if i >= num_layers {
+                    return Err(invalid(format!("layer key {key}"), format!("names layer {i}, but the model has {num_layers} layers (0 to {}): the file is of another model", num_layers.saturating_sub(1))));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn norm_problem(v: f64) -> Option<String> {
+    if v.is_nan() {
+        Some("is NaN: it comes from a baseline with NaN and can judge nothing".into())
+    } else if v.is_infinite() {
+        Some(format!("is {v}: it comes from a baseline that overflowed and can judge nothing"))
+    } else if v < 0.0 {
+        Some(format!("is {v}: an L2 norm of differences is at least 0"))
+    } else {
+        None
+    }
+}
+
+fn cos_problem(v: f64) -> Option<String> {
+    if !v.is_finite() {
+        Some(format!("is {v}: a cosine threshold must be a finite number"))
+    } else if v < 0.0 {
+        Some(format!("is {v}: a healthy layer's cosine is near 1, and a threshold below 0 lets anything pass"))
+    } else if v > MAX_COS_THRESHOLD {
+        Some(format!("is {v}: not a cosine (the seed's f16 cosine exceeds 1 by rounding, about 1e-4, never past {MAX_COS_THRESHOLD})"))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +272,33 @@ mod tests {
         assert!(err.contains("not an object"), "{err}");
         let err = ThresholdsFile::parse("{").unwrap_err().to_string();
         assert!(err.contains("JSON"), "{err}");
+    }
+
+    #[test]
+    fn impossible_values_and_other_models_are_refused_by_field() {
+        let p = Path::new("t.json");
+        let err = |text: &str| ThresholdsFile::parse(text).unwrap().validate(p).unwrap_err().to_string();
+        let e = err(r#"{"model_id": "m", "abs_diff": {"model.head": NaN}}"#);
+        assert!(e.contains("t.json: abs_diff[\"model.head\"] is NaN") && e.contains("hint:"), "{e}");
+        assert!(err(r#"{"model_id": "m", "abs_diff": {"model.head": -0.5}}"#).contains("is -0.5: an L2 norm"));
+        assert!(err(r#"{"model_id": "m", "cos_sim_avg": {"model.head": -0.1}}"#).contains("below 0"));
+        assert!(err(r#"{"model_id": "m", "cos_sim_mean": {"model.head": 1.5}}"#).contains("is 1.5: not a cosine"));
+        assert!(err(r#"{"model_id": "m", "cos_sim_avg": Infinity}"#).contains("cos_sim_avg is inf"));
+        // The seed's f16 cos above 1, and the sample's zeros, are fine.
+        ThresholdsFile::parse(r#"{"model_id": "m", "cos_sim_avg": {"a": 1.0001, "b": 0}, "ce": NaN}"#).unwrap().validate(p).unwrap();
+        let f = ThresholdsFile::parse(r#"{"model_id": "org--tiny", "abs_diff": {"model.base_model.layers2.ln": 1.0, "model.base_model.layers3.ln.iter-9": 1.0}}"#).unwrap();
+        f.check_model(p, &["tiny"], 4).unwrap();
+        let e = f.check_model(p, &["tiny"], 3).unwrap_err().to_string();
+        assert!(e.contains("layer key model.base_model.layers3.ln.iter-9 names layer 3, but the model has 3 layers"), "{e}");
+        let e = f.check_model(p, &["other", "models/other"], 4).unwrap_err().to_string();
+        assert!(e.contains("model_id is \"org--tiny\", but the file is applied to model other"), "{e}");
+    }
+
+    #[test]
+    fn the_python_tools_sample_is_valid_for_its_40_layers() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE);
+        let file = ThresholdsFile::read(&path).unwrap();
+        file.validate(&path).unwrap();
+        file.check_model(&path, &["granite-3.2-8b-instruct"], 40).unwrap();
     }
 }

@@ -49,7 +49,7 @@ mod percentile;
 
 use std::path::PathBuf;
 
-pub use bounds::{bounds_for, BoundsOf};
+pub use bounds::{bounds_for, mirrored_at_one, BoundsOf};
 pub use compute::{compute, run, ThresholdsOptions, ThresholdsReport};
 pub use file::{MetricThresholds, ThresholdsFile};
 pub use per_shape::{LayerThresholds, PerShapeThresholds, ShapeThresholds};
@@ -91,6 +91,12 @@ pub enum ThresholdsError {
     /// The same case is present as CSV files and as a compact file.
     #[error("case {prefix} is in {file_base} twice, as seed CSV files and as the compact file {compact}; its values would count twice\n(hint: move one of the two formats to another folder)")]
     DuplicateCase { prefix: String, file_base: PathBuf, compact: PathBuf },
+    /// A value the verdict would apply cannot be right, or the file is of another model.
+    #[error("{}: {field} {problem}\n(hint: thresholds are derived for one model from a healthy baseline (`layercheck generate`, then `layercheck thresholds`, README \"Thresholds\"); re-derive them, or correct the file)", .path.display())]
+    Invalid { path: PathBuf, field: String, problem: String },
+    /// A case's seed CSV files are not in pairs: a run was cut short.
+    #[error("case {prefix} in {file_base} is partial: record {record} has a {has} file but no {lacks} file (a run cut short?); its thresholds would be of part of a run\n(hint: remove the case's files ({prefix}--*) and generate it again)")]
+    PartialCase { prefix: String, file_base: PathBuf, record: String, has: &'static str, lacks: &'static str },
     /// The percentile is out of range.
     #[error("percentile {0} is not in [0, 100]")]
     BadPercentile(f64),

@@ -115,7 +115,7 @@ mod tests {
         let outcome = CaseOutcome {
             case: "c".into(),
             setup_error: None,
-            layers: vec![LayerOutcome { key: "k".into(), bounds: Bounds { abs_diff_l2: Some(1.0), cos_mean: None }, observations: vec![obs], failures: vec![], error: None }],
+            layers: vec![LayerOutcome { key: "k".into(), bounds: Bounds::new(Some(1.0), None), observations: vec![obs], failures: vec![], error: None }],
             notes: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
@@ -124,7 +124,7 @@ mod tests {
         let back = CaseOutcome::read(&path).unwrap();
         let o = &back.layers[0].observations[0];
         assert!(o.abs_diff_l2.is_nan() && o.cos_min.is_nan() && o.abs_diff_max == f64::INFINITY && o.cos_mean == 0.5);
-        assert_eq!(back.layers[0].bounds, Bounds { abs_diff_l2: Some(1.0), cos_mean: None });
+        assert_eq!(back.layers[0].bounds, Bounds::new(Some(1.0), None));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub enum MatrixError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {problem}\n(hint: see the comments at the top of {MATRIX_FILE})")]
     Invalid { path: PathBuf, problem: String },
-    #[error("environment variable {var}={value}: {problem}")]
+    #[error("environment variable {var}={value}: {problem}\n(hint: give a comma list that replaces the matrix file's entry, or unset {var} to use the file's)")]
     Env { var: &'static str, value: String, problem: String },
 }
 
@@ -212,6 +212,7 @@ impl Matrix {
         override_list(&env, "LAYERCHECK_SEQ_LENGTHS", &mut axes.seq_lengths, parse_positive)?;
         override_list(&env, "LAYERCHECK_MAX_NEW_TOKENS", &mut axes.max_new_tokens, parse_positive)?;
 
+        validate(&parsed, &axes).map_err(invalid)?;
         for name in parsed.models.keys() {
             if !is_segment(name) {
                 return Err(invalid(format!("model name \"{name}\" must be made of [a-z0-9._-]")));
@@ -311,6 +312,45 @@ impl Matrix {
     }
 }
 
+/// Values the file's syntax allows but that cannot be meant: an empty axis (no case would run,
+/// and the suite would say "0 tests ok"), a repeated entry (the same test twice), a zero size or
+/// token count, margins that are NaN, infinite or negative, a fault amplitude that is not a
+/// positive number (a zero fault proves nothing).
+fn validate(file: &MatrixFile, axes: &Axes) -> Result<(), String> {
+    fn axis<T: PartialEq + std::fmt::Debug>(name: &str, values: &[T], required: bool) -> Result<(), String> {
+        if required && values.is_empty() {
+            return Err(format!("[matrix] {name} is empty, so the suite would run no test; list at least one"));
+        }
+        if let Some((i, v)) = values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)) {
+            return Err(format!("[matrix] {name} lists {v:?} twice (entry {i}); each test would run twice"));
+        }
+        Ok(())
+    }
+    axis("models", &axes.models, true)?;
+    axis("targets", &axes.targets, true)?;
+    axis("modes", &axes.modes, true)?;
+    axis("feeds", &axes.feeds, true)?;
+    axis("batch_sizes", &axes.batch_sizes, true)?;
+    axis("seq_lengths", &axes.seq_lengths, true)?;
+    axis("max_new_tokens", &axes.max_new_tokens, false)?;
+    for (name, values) in [("batch_sizes", &axes.batch_sizes), ("seq_lengths", &axes.seq_lengths), ("max_new_tokens", &axes.max_new_tokens)] {
+        if values.contains(&0) {
+            return Err(format!("[matrix] {name} holds 0; sizes and token counts are positive"));
+        }
+    }
+    for (name, v) in [("rtol", file.margins.rtol), ("atol", file.margins.atol)] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("margins.{name} is {v}; a margin is a finite number at least 0 (deepview's: rtol 0.05, atol 1e-6)"));
+        }
+    }
+    for (name, fault) in &file.faults {
+        if !fault.amplitude.is_finite() || fault.amplitude <= 0.0 {
+            return Err(format!("faults.{name}.amplitude is {}; it must be a positive finite number (a zero fault changes nothing)", fault.amplitude));
+        }
+    }
+    Ok(())
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     s.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("\"{s}\" is not a positive integer"))
 }
@@ -400,6 +440,23 @@ mod tests {
         assert!(err.contains("no [models.huge] entry"), "{err}");
         let err = parse(&[("LAYERCHECK_FEEDS", "")]).unwrap_err().to_string();
         assert!(err.contains("is empty"), "{err}");
+        let invalid = |from: &str, to: &str| {
+            let text = TEXT.replace(from, to);
+            assert_ne!(text, TEXT, "{from}");
+            Matrix::parse(Path::new("/r"), Path::new("/r/m.toml"), &text, |_| None).unwrap_err().to_string()
+        };
+        for (from, to, expected) in [
+            ("models = [\"tiny\"]", "models = []", "[matrix] models is empty"),
+            ("seq_lengths = [16]", "seq_lengths = []", "[matrix] seq_lengths is empty"),
+            ("batch_sizes = [1, 2]", "batch_sizes = [1, 1]", "batch_sizes lists 1 twice"),
+            ("batch_sizes = [1, 2]", "batch_sizes = [0]", "batch_sizes holds 0"),
+            ("[models.tiny]", "margins = { rtol = nan, atol = 1e-6 }\n[models.tiny]", "margins.rtol is NaN"),
+            ("[models.tiny]", "margins = { rtol = 0.05, atol = -1e-6 }\n[models.tiny]", "margins.atol is -0.000001"),
+            ("amplitude = 0.5", "amplitude = 0.0", "faults.fault-dense.amplitude is 0"),
+        ] {
+            let err = invalid(from, to);
+            assert!(err.starts_with("/r/m.toml: ") && err.contains(expected) && err.contains("hint"), "{to}: {err}");
+        }
         let bad = TEXT.replace("amplitude = 0.5", "amplitude = 0.5\nsize = 3");
         let err = Matrix::parse(Path::new("/r"), Path::new("/r/m.toml"), &bad, |_| None).unwrap_err().to_string();
         assert!(err.contains("/r/m.toml") && err.contains("unknown field `size`"), "{err}");

@@ -10,6 +10,14 @@
 //!   fails; we apply the same relative margin to the distance from 1, where it means what it
 //!   means for `abs_diff`.
 //!
+//! That holds for layercheck's per-shape thresholds, which bound the true cosine of each prompt.
+//! The seed's pooled `cos_sim_avg` is another quantity: the mean, over every token of every prompt
+//! and step of the baseline, of the seed's cosine (normalised in f16, so it can exceed 1). A mean
+//! bounds no single prompt, and its distance from 1 is mostly f16 rounding, so neither the value
+//! nor its deficit is a lower bound on a prompt's true cosine. Such a threshold is applied as
+//! deepview applies it ([`CosRule::Seed`]): `cos_mean < th` and `th - cos_mean > rtol * |th| +
+//! atol`, which is looser (with rtol 0.05 a cos may fall to 0.95 th).
+//!
 //! A non-finite observation on the target side, or a missing or NaN threshold, fails.
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +29,28 @@ use crate::matrix::Margins;
 pub struct Bounds {
     pub abs_diff_l2: Option<f64>,
     pub cos_mean: Option<f64>,
+    /// How the margin of `cos_mean` is taken.
+    #[serde(default)]
+    pub cos_rule: CosRule,
+}
+
+impl Bounds {
+    /// Bounds with layercheck's cos margin ([`CosRule::Deficit`]).
+    pub const fn new(abs_diff_l2: Option<f64>, cos_mean: Option<f64>) -> Self {
+        Bounds { abs_diff_l2, cos_mean, cos_rule: CosRule::Deficit }
+    }
+}
+
+/// How the margin of a cos threshold is taken (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CosRule {
+    /// layercheck's per-shape thresholds of the true cosine: the margin applies to `1 - cos`.
+    #[default]
+    Deficit,
+    /// The seed's pooled `cos_sim_avg` / `cos_sim_mean`: the margin applies to the cos itself, as
+    /// deepview applies it.
+    Seed,
 }
 
 /// What was observed for one record (one module call, one batch item).
@@ -84,12 +114,16 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
         (Some(th), Some(allowed)) => {
             let within = obs.cos_mean >= allowed;
             if !within {
+                let rule = match bounds.cos_rule {
+                    CosRule::Deficit => "",
+                    CosRule::Seed => "; the seed's pooled cos, margin on the cos as deepview takes it",
+                };
                 failures.push(Failure {
                     quantity: "cos_mean".into(),
                     observed: obs.cos_mean,
                     threshold: Some(th),
                     excess: allowed - obs.cos_mean,
-                    reason: format!("mean cos {:.9} < threshold {th:.9} - margin (allowed {allowed:.9})", obs.cos_mean),
+                    reason: format!("mean cos {:.9} < threshold {th:.9} - margin (allowed {allowed:.9}{rule})", obs.cos_mean),
                 });
             }
         }
@@ -99,13 +133,19 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
 }
 
 /// The value past which an observation fails, per quantity: `threshold + rtol * |threshold| +
-/// atol`, and for the cosine the same margin on `1 - cos`. `None` where the threshold is missing or
-/// not finite (such a quantity fails).
+/// atol`, and for the cosine the same margin on `1 - cos` ([`CosRule::Deficit`]) or on the cos
+/// itself, `threshold - rtol * |threshold| - atol` ([`CosRule::Seed`]). `None` where the threshold
+/// is missing or not finite (such a quantity fails).
 pub fn allowed(bounds: &Bounds, margins: &Margins) -> Bounds {
     let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;
+    let cos = |t: f64| match bounds.cos_rule {
+        CosRule::Deficit => 1.0 - limit(1.0 - t),
+        CosRule::Seed => t - margins.rtol * t.abs() - margins.atol,
+    };
     Bounds {
         abs_diff_l2: bounds.abs_diff_l2.filter(|t| t.is_finite()).map(limit),
-        cos_mean: bounds.cos_mean.filter(|t| t.is_finite()).map(|t| 1.0 - limit(1.0 - t)),
+        cos_mean: bounds.cos_mean.filter(|t| t.is_finite()).map(cos),
+        cos_rule: bounds.cos_rule,
     }
 }
 
@@ -126,7 +166,7 @@ mod tests {
     }
 
     const M: Margins = Margins { rtol: 0.05, atol: 1e-6 };
-    const B: Bounds = Bounds { abs_diff_l2: Some(1.0), cos_mean: Some(0.999) };
+    const B: Bounds = Bounds::new(Some(1.0), Some(0.999));
 
     #[test]
     fn within_threshold_and_margin_passes() {
@@ -154,9 +194,23 @@ mod tests {
         let mut o = obs(0.0, 1.0);
         o.target_nonfinite = 3;
         assert_eq!(check(&o, &B, &M)[0].quantity, "nonfinite");
-        let nan_th = Bounds { abs_diff_l2: Some(f64::NAN), cos_mean: None };
+        let nan_th = Bounds::new(Some(f64::NAN), None);
         let f = check(&obs(0.0, 1.0), &nan_th, &M);
         assert_eq!(f.len(), 2);
         assert!(f[1].reason.contains("no cos_mean threshold"));
+    }
+
+    #[test]
+    fn the_seeds_pooled_cos_takes_its_margin_on_the_cos_itself() {
+        // A pooled seed cos above 1 (f16 normalisation): 1.0001 - 0.05 * 1.0001 - 1e-6.
+        let seed = Bounds { abs_diff_l2: Some(1.0), cos_mean: Some(1.0001), cos_rule: CosRule::Seed };
+        let a = allowed(&seed, &M).cos_mean.unwrap();
+        assert!((a - (1.0001 * 0.95 - 1e-6)).abs() < 1e-12, "{a}");
+        // A healthy f16 layer's true cos passes it; with layercheck's rule it could not.
+        assert!(check(&obs(0.5, 0.999998), &seed, &M).is_empty());
+        let deficit = Bounds { cos_rule: CosRule::Deficit, ..seed };
+        assert_eq!(check(&obs(0.5, 0.999998), &deficit, &M)[0].quantity, "cos_mean");
+        let f = check(&obs(0.5, 0.9), &seed, &M);
+        assert!(f[0].reason.contains("as deepview takes it"), "{}", f[0].reason);
     }
 }
