@@ -7,25 +7,32 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import keys as keynames
 from .errors import BadInput, RunFailed
 from .golden import CAPTURE_FORMAT
-from .hooks import Record
+
+if TYPE_CHECKING:
+    import torch
+
+    from .hooks import Record
 
 
-def capture_tensors(records: list[Record], extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def capture_tensors(records: "list[Record]", extra: "dict[str, torch.Tensor]") -> "dict[str, torch.Tensor]":
     """The file's tensors: every record, its input when kept, and `extra` (ids, logits), on CPU."""
-    tensors: dict[str, torch.Tensor] = {}
+    import torch
+
+    tensors: "dict[str, torch.Tensor]" = {}
     for r in records:
         tensors[r.name] = r.output
         if r.input is not None:
             tensors[keynames.input_name(r.name)] = r.input
     for name, t in extra.items():
         tensors[name] = t.to(torch.int64) if name in ("input_ids", "output_ids") else t
-    return {n: t.detach().to("cpu").contiguous() for n, t in tensors.items()}
+    # A copy each: a compiled graph may hand back one buffer for two records (ff_sub_layer and
+    # ff_sub_layer.w2 are the same values), and safetensors refuses tensors that share memory.
+    return {n: t.detach().to("cpu", copy=True).contiguous() for n, t in tensors.items()}
 
 
 def check_out_path(out: Path) -> None:
@@ -36,7 +43,7 @@ def check_out_path(out: Path) -> None:
         raise BadInput(f"--out {out}: folder {out.parent} does not exist\n(hint: create it first; the capture is written there atomically)")
 
 
-def write_capture(out: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], record_names: list[str]) -> None:
+def write_capture(out: Path, tensors: "dict[str, torch.Tensor]", metadata: dict[str, str], record_names: list[str]) -> None:
     """Writes the capture to `out` atomically; on any failure no file is left at `out` or beside it."""
     from safetensors.torch import save_file
 

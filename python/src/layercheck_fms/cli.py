@@ -13,17 +13,20 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from . import keys as keynames
-from .capture import capture_tensors, check_out_path, write_capture
-from .errors import BadInput, BridgeError, RunFailed
-from .fault import parse_fault
-from .golden import read_golden
-from .loader import DEVICES, DTYPES, load
-from .model_info import read_model_info
-from .request import MASKS, MODES, read_request, request_from_flags
+from .capture import check_out_path
+from .errors import BadInput, BridgeError
+from .fault import Fault, parse_fault
+from .golden import GoldenInputs, read_golden
+from .model_info import ModelInfo, read_model_info
+from .request import MASKS, MODES, Request, read_request, request_from_flags
+
+DEVICES = ("cpu", "cuda", "aiu")
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
         description="Run an IBM fms model with forward hooks on every module and write a layercheck capture (layercheck-capture/1).",
     )
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where to run (aiu: load on CPU, compile with sendnn); default cpu")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="the model's precision; default float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="the model's precision; default float32")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--request", type=Path, help="a layercheck-request/1 JSON file (what layercheck's command targets pass)")
     src.add_argument("--model-path", type=Path, help="without a request: the HF model folder")
@@ -60,8 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
+@dataclass
+class Plan:
+    """What a validated command line asks for; nothing loaded yet."""
+
+    request: Request
+    info: ModelInfo
+    fault: Fault | None
+    golden: GoldenInputs | None
+
+
+def prepare(args: argparse.Namespace) -> Plan:
+    """Validates the flags, the request, the model folder's config, the fault and the golden file
+    (BadInput on any problem) without importing torch's model code or loading weights."""
     if args.request is None and args.input_ids is None:
         raise BadInput("--model-path needs --input-ids\n(hint: a JSON file of B lists of S token ids, e.g. [[0, 0, 12, 99]])")
     if args.request is not None:
@@ -98,6 +112,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.fault is not None:
         fault = parse_fault(args.fault, keynames.forward_keys(info.num_layers, root=request.mode == "generate"))
     golden = read_golden(request.golden, request.keys, request.input_ids) if request.golden is not None else None
+    return Plan(request=request, info=info, fault=fault, golden=golden)
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    plan = prepare(args)
+    request, info = plan.request, plan.info
+
+    from .capture import capture_tensors, write_capture
+    from .hooks import Recorder, check_records
+    from .loader import load
+    from .runner import run
 
     if args.compile == "sendnn":
         try:
@@ -111,30 +137,20 @@ def _run(args: argparse.Namespace) -> int:
         options = {"sendnn.dynamic": True} if args.compile_dynamic else None
         try:
             model.compile(backend=args.compile, **({"options": options} if options else {}))
-        except Exception as e:  # torch raises InvalidBackend and others at compile() or at the first call
+        except Exception as e:  # torch raises InvalidBackendError and others for an unknown backend
             raise BadInput(f"--compile {args.compile}: {str(e).strip().splitlines()[0]}\n(hint: a torch.compile backend this torch knows, e.g. inductor)") from e
 
-    from .hooks import Recorder
-    from .runner import run
-
-    recorder = Recorder(model, record_root=request.mode == "generate", capture_inputs=request.capture_inputs, golden=golden, fault=fault)
+    # Hooks before the first (compiling) call, so that the compiled graph contains them.
+    recorder = Recorder(model, record_root=request.mode == "generate", capture_inputs=request.capture_inputs, golden=plan.golden, fault=plan.fault)
     try:
         extra = run(model, request, loaded.device)
     finally:
         recorder.remove()
     ran_at = time.perf_counter()
-
-    diff = keynames.differences(recorder.names(), request.keys)
-    if diff is not None:
-        why = (
-            f"with --compile {args.compile}, forward hooks inside the compiled graph did not all fire"
-            if args.compile
-            else "the model's hooks did not record what the request expects"
-        )
-        raise RunFailed(f"{why}: {diff}\n(hint: run without --compile to capture every module, or compare only what fires)")
+    check_records(recorder.names(), request.keys, args.compile)
 
     tensors = capture_tensors(recorder.records, extra)
-    metadata = _metadata(args, request, info, loaded.how, fault)
+    metadata = _metadata(args, request, info, loaded.how, plan.fault)
     write_capture(args.out, tensors, metadata, recorder.names())
     b, s = len(request.input_ids), len(request.input_ids[0])
     print(

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,10 @@ class Fault:
     module: str
     amplitude: float
 
-    def apply(self, output: torch.Tensor) -> torch.Tensor:
+    def apply(self, output: "torch.Tensor") -> "torch.Tensor":
         """`output` with the fault added, in `output`'s dtype."""
+        import torch
+
         x = output.to(torch.float32)
         rms = x.square().mean().sqrt()
         pattern = torch.arange(x.numel(), dtype=torch.float32, device=x.device).sin().view(x.shape)

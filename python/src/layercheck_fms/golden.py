@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import keys as keynames
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
 
 CAPTURE_FORMAT = "layercheck-capture/1"
 
@@ -23,11 +25,11 @@ ID_INPUT_MODULES = (keynames.EMBEDDING, keynames.BASE_MODEL, keynames.ROOT)
 class GoldenInputs:
     """Golden module inputs by (module key, call index)."""
 
-    def __init__(self, path: Path, by_call: dict[tuple[str, int], torch.Tensor]):
+    def __init__(self, path: Path, by_call: "dict[tuple[str, int], torch.Tensor]"):
         self.path = path
         self.by_call = by_call
 
-    def get(self, key: str, call: int) -> torch.Tensor | None:
+    def get(self, key: str, call: int) -> "torch.Tensor | None":
         return self.by_call.get((key, call))
 
 
@@ -59,7 +61,7 @@ def read_golden(path: Path, expected_keys: list[str], input_ids: list[list[int]]
             raise BadInput(f"golden {path}: has no input_ids tensor\n(hint: {hint})")
         if f.get_tensor("input_ids").tolist() != input_ids:
             raise BadInput(f"golden {path}: its input_ids are not the request's: this golden is of other inputs\n(hint: {hint})")
-        by_call: dict[tuple[str, int], torch.Tensor] = {}
+        by_call: "dict[tuple[str, int], torch.Tensor]" = {}
         calls: dict[str, int] = {}
         lacking = []
         for name in names:

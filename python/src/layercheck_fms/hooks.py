@@ -108,6 +108,20 @@ class Recorder:
         self.handles = []
 
 
+def check_records(recorded: list[str], expected: list[str], compiled_with: str | None) -> None:
+    """RunFailed naming the missing and unexpected records unless `recorded` equals `expected`:
+    a hook that did not fire (inside a compiled graph, say) is an error, never a silent gap."""
+    diff = keynames.differences(recorded, expected)
+    if diff is None:
+        return
+    if compiled_with:
+        raise RunFailed(
+            f"with --compile {compiled_with}, not every forward hook fired inside the compiled graph: {diff}"
+            "\n(hint: hooks must be registered before the model's first compiled call; run without --compile to capture every module)"
+        )
+    raise RunFailed(f"the model's hooks did not record what the request expects: {diff}\n(hint: is model_path the model the request was made for?)")
+
+
 def _as_tensor(key: str, output) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output

@@ -9,8 +9,10 @@ of the record among all records of the run.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # The per-layer modules in fms's post-hook order (the order the records are made in).
 LAYER_MODULES = (
@@ -76,12 +78,12 @@ def module_key(name: str) -> str:
     return m.group("key") if m else name
 
 
-def module_names(model: torch.nn.Module) -> dict[torch.nn.Module, str]:
+def module_names(model: "torch.nn.Module") -> "dict[torch.nn.Module, str]":
     """Every module of `model` with its file key: the root is `model`, children are joined with
     `.`, the items of a list (all child names digits) without a dot (`layers0`)."""
     names: dict[torch.nn.Module, str] = {}
 
-    def walk(module: torch.nn.Module, name: str) -> None:
+    def walk(module: "torch.nn.Module", name: str) -> None:
         if module in names:  # a shared module keeps its first name
             return
         names[module] = name

@@ -24,8 +24,6 @@ import torch
 from .errors import BadInput
 from .model_info import ModelInfo
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DEVICES = ("cpu", "cuda", "aiu")
 
 
 @dataclass
@@ -49,9 +47,9 @@ def torch_device(device: str) -> torch.device:
 
 
 def load(info: ModelInfo, device: str, dtype: str) -> LoadedModel:
-    """Loads `info`'s folder with fms on `device` in `dtype` (a key of DTYPES), in eval mode."""
+    """Loads `info`'s folder with fms on `device` in `dtype` (float32, float16 or bfloat16), in eval mode."""
     dev = torch_device(device)
-    data_type = DTYPES[dtype]
+    data_type = getattr(torch, dtype)
     if needs_granite_adapter(info):
         model = _load_llama_as_granite(info, dev, data_type)
         how = (
