@@ -60,14 +60,15 @@ def read_model_info(path: Path) -> ModelInfo:
         head_dim = hidden // heads
     elif isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
         raise BadInput(f"{config}: field \"head_dim\" is {head_dim!r}, not a positive integer\n(hint: it must be the model's HF config.json)")
+    vocab, layers = field("vocab_size"), field("num_hidden_layers")
     if not any(path.glob("*.safetensors")):
         raise BadInput(f"model folder {path} has no *.safetensors file\n(hint: model_path must be an HF model folder with config.json and *.safetensors)")
     return ModelInfo(
         path=path,
         architecture=arch,
         model_type=str(cfg.get("model_type", "")),
-        vocab_size=field("vocab_size"),
-        num_layers=field("num_hidden_layers"),
+        vocab_size=vocab,
+        num_layers=layers,
         hidden_size=hidden,
         num_heads=heads,
         head_dim=head_dim,
