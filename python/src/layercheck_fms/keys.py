@@ -101,14 +101,20 @@ def differences(got: list[str], expected: list[str]) -> str | None:
     """None when `got` equals `expected`; otherwise which names are missing, unexpected or out of order."""
     if got == expected:
         return None
-    missing = [k for k in expected if k not in set(got)]
-    unexpected = [k for k in got if k not in set(expected)]
+    got_set, expected_set = set(got), set(expected)
+    missing = [k for k in expected if k not in got_set]
+    unexpected = [k for k in got if k not in expected_set]
     parts = []
     if missing:
-        parts.append(f"missing {len(missing)}: {', '.join(missing)}")
+        parts.append(f"missing {len(missing)}: {_some(missing)}")
     if unexpected:
-        parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected)}")
+        parts.append(f"unexpected {len(unexpected)}: {_some(unexpected)}")
     if not parts:
         first = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
         parts.append(f"same names in another order (first difference at record {first + 1}: {got[first]} where {expected[first]} was expected)")
     return "; ".join(parts)
+
+
+def _some(names: list[str], shown: int = 12) -> str:
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
