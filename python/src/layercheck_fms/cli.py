@@ -130,6 +130,9 @@ def _run(args: argparse.Namespace) -> int:
             import torch_sendnn  # noqa: F401  (registers the sendnn backend)
         except ImportError as e:
             raise BadInput(f"--compile sendnn: torch_sendnn cannot be imported ({e})\n(hint: run on an AIU host with IBM's torch_sendnn installed)") from e
+    import fms.models  # noqa: F401  (imports torch and transformers: most of a small run's time)
+
+    imported_at = time.perf_counter()
     loaded = load(info, args.device, args.dtype)
     loaded_at = time.perf_counter()
     model = loaded.model
@@ -156,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"layercheck_fms: captured {len(recorder.records)} module outputs of {info.path} on {args.device} {args.dtype}"
         f"{f' (compiled with {args.compile})' if args.compile else ''} ({request.mode}, batch {b} x {s} tokens) to {args.out}; "
-        f"load {loaded_at - started:.2f} s, run {ran_at - loaded_at:.2f} s, total {time.perf_counter() - started:.2f} s",
+        f"imports {imported_at - started:.2f} s, load {loaded_at - imported_at:.2f} s, run {ran_at - loaded_at:.2f} s, "
+        f"total {time.perf_counter() - started:.2f} s",
         file=sys.stderr,
     )
     return 0
