@@ -100,9 +100,26 @@ def read_capture(path: Path):
         return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
 
 
-def builtin_capture(binary: Path, out: Path, model: str, ids_file: Path, mode: str, *, mask: str = "attend-pads", new_tokens: int = 3, inputs: bool = False) -> Path:
+def builtin_capture(
+    binary: Path, out: Path, model: str, ids_file: Path, mode: str, *, mask: str = "attend-pads", new_tokens: int = 3, inputs: bool = False
+) -> Path:
     """`layercheck capture --target cpu-f32` of a tiny model."""
-    cmd = [str(binary), "capture", "--model-path", str(MODELS / model), "--target", "cpu-f32", "--input-ids", str(ids_file), "--mode", mode, "--attention-mask", mask, "--out", str(out)]
+    cmd = [
+        str(binary),
+        "capture",
+        "--model-path",
+        str(MODELS / model),
+        "--target",
+        "cpu-f32",
+        "--input-ids",
+        str(ids_file),
+        "--mode",
+        mode,
+        "--attention-mask",
+        mask,
+        "--out",
+        str(out),
+    ]
     if mode == "generate":
         cmd += ["--max-new-tokens", str(new_tokens)]
     if inputs:
@@ -112,7 +129,9 @@ def builtin_capture(binary: Path, out: Path, model: str, ids_file: Path, mode: s
     return out
 
 
-def request_for(reference: Path, model: str, *, feed: str = "cumulative", golden: Path | None = None, capture_inputs: bool = False, target: str = "fms-cpu-f32") -> dict:
+def request_for(
+    reference: Path, model: str, *, feed: str = "cumulative", golden: Path | None = None, capture_inputs: bool = False, target: str = "fms-cpu-f32"
+) -> dict:
     """The request layercheck would write for a case whose reference capture is `reference`
     (its keys, ids, mask; generate: its new tokens as forced_ids)."""
     meta = header(reference)["__metadata__"]

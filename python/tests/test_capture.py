@@ -40,7 +40,21 @@ def test_without_a_request_forward_writes_logits_and_generate_decodes_greedily(l
         meta, got = read_capture(out)
         _, want = read_capture(ref)
         assert capture_keys(out) == capture_keys(ref)
-        for key in ("format", "mode", "keys", "model", "target", "max_new_tokens", "attention_mask", "model_path", "config_sha256", "producer", "torch_version", "fms_version", "fms_loader"):
+        for key in (
+            "format",
+            "mode",
+            "keys",
+            "model",
+            "target",
+            "max_new_tokens",
+            "attention_mask",
+            "model_path",
+            "config_sha256",
+            "producer",
+            "torch_version",
+            "fms_version",
+            "fms_loader",
+        ):
             assert key in meta, key
         assert meta["producer"].startswith("layercheck_fms ") and meta["target"] == "fms-cpu-float32" and meta["model"] == model
         if mode == "generate":
@@ -63,7 +77,9 @@ def test_inputs_are_captured_as_the_fms_modules_take_them(layercheck_bin, tmp_pa
     ids = write_json(tmp_path / "ids.json", input_ids(4))
     ref = builtin_capture(layercheck_bin, tmp_path / "ref.safetensors", "tiny-granite", ids, "generate", new_tokens=2, inputs=True)
     out = tmp_path / "dump.safetensors"
-    done = run_bridge("--model-path", MODELS / "tiny-granite", "--input-ids", ids, "--mode", "generate", "--max-new-tokens", "2", "--capture-inputs", "--out", out)
+    done = run_bridge(
+        "--model-path", MODELS / "tiny-granite", "--input-ids", ids, "--mode", "generate", "--max-new-tokens", "2", "--capture-inputs", "--out", out
+    )
     assert done.returncode == 0, done.stderr
     _, got = read_capture(out)
     _, want = read_capture(ref)

@@ -20,7 +20,9 @@ TOLERANCE = 1e-5
 def references(tmp_path_factory, layercheck_bin):
     folder = tmp_path_factory.mktemp("builtin")
     ids = write_json(folder / "ids.json", input_ids(3))
-    return {mode: builtin_capture(layercheck_bin, folder / f"{mode}.safetensors", "tiny-granite", ids, mode, new_tokens=2) for mode in ("model-forward", "generate")}
+    return {
+        mode: builtin_capture(layercheck_bin, folder / f"{mode}.safetensors", "tiny-granite", ids, mode, new_tokens=2) for mode in ("model-forward", "generate")
+    }
 
 
 @pytest.mark.parametrize("backend,mode", [("eager", "model-forward"), ("eager", "generate"), ("inductor", "model-forward")])

@@ -18,7 +18,10 @@ def golden(tmp_path_factory, layercheck_bin):
     """Builtin cpu-f32 goldens with module inputs (what an isolated case's golden holds)."""
     folder = tmp_path_factory.mktemp("golden")
     ids = write_json(folder / "ids.json", input_ids(5))
-    return {mode: builtin_capture(layercheck_bin, folder / f"{mode}.safetensors", "tiny-granite", ids, mode, new_tokens=2, inputs=True) for mode in ("model-forward", "generate")}
+    return {
+        mode: builtin_capture(layercheck_bin, folder / f"{mode}.safetensors", "tiny-granite", ids, mode, new_tokens=2, inputs=True)
+        for mode in ("model-forward", "generate")
+    }
 
 
 def _bridge(tmp_path, request: dict, *flags: str):
@@ -53,7 +56,19 @@ def test_a_cumulative_fault_changes_that_module_and_everything_after(golden, tmp
         assert faulty[name].equal(clean[name]), f"{name} comes before the fault"
     # In generate mode a later step's records before layer 1's attention output do not depend on
     # it (layer 0, and layer 1's q/k/v of the new token); every other later record does.
-    independent = {n for n in names[first:] if ".iter-" in n and (".layers0." in n or n.split(".iter-")[0] in {"model.base_model.embedding", *(f"model.base_model.layers1.{m}" for m in ("ln", "attn.in_proj.query", "attn.in_proj.key", "attn.in_proj.value", "attn.in_proj"))})}
+    independent = {
+        n
+        for n in names[first:]
+        if ".iter-" in n
+        and (
+            ".layers0." in n
+            or n.split(".iter-")[0]
+            in {
+                "model.base_model.embedding",
+                *(f"model.base_model.layers1.{m}" for m in ("ln", "attn.in_proj.query", "attn.in_proj.key", "attn.in_proj.value", "attn.in_proj")),
+            }
+        )
+    }
     for name in names[first:]:
         if name in independent:
             assert faulty[name].equal(clean[name]), f"{name} does not depend on the fault"
@@ -97,8 +112,12 @@ def test_a_golden_is_checked(golden, layercheck_bin, tmp_path):
     from conftest import run_bridge
 
     ref = golden["model-forward"]
-    no_inputs = builtin_capture(layercheck_bin, tmp_path / "plain.safetensors", "tiny-granite", write_json(tmp_path / "ids.json", input_ids(5)), "model-forward")
-    other_ids = builtin_capture(layercheck_bin, tmp_path / "other.safetensors", "tiny-granite", write_json(tmp_path / "ids2.json", input_ids(6)), "model-forward", inputs=True)
+    no_inputs = builtin_capture(
+        layercheck_bin, tmp_path / "plain.safetensors", "tiny-granite", write_json(tmp_path / "ids.json", input_ids(5)), "model-forward"
+    )
+    other_ids = builtin_capture(
+        layercheck_bin, tmp_path / "other.safetensors", "tiny-granite", write_json(tmp_path / "ids2.json", input_ids(6)), "model-forward", inputs=True
+    )
     for bad, named in (
         (no_inputs, "has no module inputs for the isolated feed"),
         (other_ids, "this golden is of other inputs"),

@@ -178,10 +178,12 @@ def test_the_cli_exits_2_on_bad_flags(tmp_path):
     _fails_with_2(tmp_path, "--model-path", GRANITE, named="--model-path needs --input-ids")
     ids = write_json(tmp_path / "ids.json", [[1, 2], [3]])
     _fails_with_2(tmp_path, "--model-path", GRANITE, "--input-ids", ids, named=f'{ids}: field "(the whole file)" [1] has 1 ids')
+    ids = write_json(tmp_path / "ids.json", [[1, 2]])
+    _fails_with_2(tmp_path, "--model-path", GRANITE, "--input-ids", ids, "--max-new-tokens", "3", named="--max-new-tokens is for --mode generate")
+    _fails_with_2(tmp_path, "--model-path", GRANITE, "--input-ids", ids, "--mode", "generate", "--max-new-tokens", "0", named="--max-new-tokens is 0")
     ids = write_json(tmp_path / "ids.json", [[1, 999]])
     _fails_with_2(tmp_path, "--model-path", GRANITE, "--input-ids", ids, named="outside the vocabulary")
     done = run_bridge("--request", req, "--out", tmp_path / "no" / "such" / "dir" / "c.safetensors")
     assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
     done = run_bridge("--request", req, "--out", tmp_path)
     assert done.returncode == 2 and "is a folder" in done.stderr, done.stderr
-

@@ -102,6 +102,7 @@ def prepare(args: argparse.Namespace) -> Plan:
             input_ids_path=args.input_ids,
             mode=args.mode,
             max_new_tokens=args.max_new_tokens,
+            max_new_tokens_given=args.max_new_tokens != parser().get_default("max_new_tokens"),
             attention_mask=args.attention_mask,
             capture_inputs=args.capture_inputs,
             info=info,
@@ -141,7 +142,9 @@ def _run(args: argparse.Namespace) -> int:
         try:
             model.compile(backend=args.compile, **({"options": options} if options else {}))
         except Exception as e:  # torch raises InvalidBackendError and others for an unknown backend
-            raise BadInput(f"--compile {args.compile}: {str(e).strip().splitlines()[0]}\n(hint: a torch.compile backend this torch knows, e.g. inductor)") from e
+            raise BadInput(
+                f"--compile {args.compile}: {str(e).strip().splitlines()[0]}\n(hint: a torch.compile backend this torch knows, e.g. inductor)"
+            ) from e
 
     # Hooks before the first (compiling) call, so that the compiled graph contains them.
     recorder = Recorder(model, record_root=request.mode == "generate", capture_inputs=request.capture_inputs, golden=plan.golden, fault=plan.fault)
@@ -167,8 +170,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _metadata(args, request, info, how: str, fault) -> dict[str, str]:
-    import torch
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
 
     try:
         fms_version = version("ibm-fms")

@@ -52,7 +52,7 @@ def read_golden(path: Path, expected_keys: list[str], input_ids: list[list[int]]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError("not a list of names")
         except ValueError as e:
-            raise BadInput(f"golden {path}: its \"keys\" metadata is not a JSON list of names ({e})\n(hint: {hint})") from e
+            raise BadInput(f'golden {path}: its "keys" metadata is not a JSON list of names ({e})\n(hint: {hint})') from e
         diff = keynames.differences(names, expected_keys)
         if diff is not None:
             raise BadInput(f"golden {path}: its keys are not the request's: {diff}\n(hint: {hint})")

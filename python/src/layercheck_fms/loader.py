@@ -25,7 +25,6 @@ from .errors import BadInput
 from .model_info import ModelInfo
 
 
-
 @dataclass
 class LoadedModel:
     model: torch.nn.Module
@@ -72,7 +71,7 @@ def load(info: ModelInfo, device: str, dtype: str) -> LoadedModel:
         except (ValueError, KeyError, RuntimeError) as e:
             raise BadInput(
                 f"fms could not load {info.path} ({info.architecture or 'no architectures entry'}): {str(e).strip().splitlines()[0]}"
-                "\n(hint: the bridge loads what fms.models.get_model(architecture=\"hf_pretrained\") supports; check the fms version and the checkpoint)"
+                '\n(hint: the bridge loads what fms.models.get_model(architecture="hf_pretrained") supports; check the fms version and the checkpoint)'
             ) from e
         how = f"fms.models.get_model(architecture='hf_pretrained', model_path=<folder>, device_type='{dev.type}', data_type=torch.{dtype}, fused_weights=False)"
     model.eval()

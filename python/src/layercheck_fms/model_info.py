@@ -34,7 +34,9 @@ def read_model_info(path: Path) -> ModelInfo:
     """Reads `path`/config.json; a folder that is not an HF model folder is a BadInput."""
     config = path / "config.json"
     if not path.is_dir():
-        raise BadInput(f"model folder {path} does not exist or is not a folder\n(hint: model_path must be an HF model folder with config.json and *.safetensors)")
+        raise BadInput(
+            f"model folder {path} does not exist or is not a folder\n(hint: model_path must be an HF model folder with config.json and *.safetensors)"
+        )
     try:
         raw = config.read_bytes()
     except OSError as e:
@@ -49,7 +51,7 @@ def read_model_info(path: Path) -> ModelInfo:
     def field(name: str) -> int:
         v = cfg.get(name)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise BadInput(f"{config}: field \"{name}\" is {v!r}, not a positive integer\n(hint: it must be the model's HF config.json)")
+            raise BadInput(f'{config}: field "{name}" is {v!r}, not a positive integer\n(hint: it must be the model\'s HF config.json)')
         return v
 
     archs = cfg.get("architectures")
@@ -59,7 +61,7 @@ def read_model_info(path: Path) -> ModelInfo:
     if head_dim is None:
         head_dim = hidden // heads
     elif isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
-        raise BadInput(f"{config}: field \"head_dim\" is {head_dim!r}, not a positive integer\n(hint: it must be the model's HF config.json)")
+        raise BadInput(f'{config}: field "head_dim" is {head_dim!r}, not a positive integer\n(hint: it must be the model\'s HF config.json)')
     vocab, layers = field("vocab_size"), field("num_hidden_layers")
     if not any(path.glob("*.safetensors")):
         raise BadInput(f"model folder {path} has no *.safetensors file\n(hint: model_path must be an HF model folder with config.json and *.safetensors)")

@@ -64,21 +64,21 @@ class Request:
                 for s, v in enumerate(row):
                     if v >= info.vocab_size:
                         raise BadInput(
-                            f"{self.source}: field \"{field}\" [{b}][{s}] is {v}, outside the vocabulary of {info.path} (size {info.vocab_size})"
+                            f'{self.source}: field "{field}" [{b}][{s}] is {v}, outside the vocabulary of {info.path} (size {info.vocab_size})'
                             "\n(hint: the ids must come from this model's tokenizer)"
                         )
         expected = keynames.run_keys(info.num_layers, self.mode, self.max_new_tokens)
         diff = keynames.differences(self.keys, expected)
         if diff is not None:
             raise BadInput(
-                f"{self.source}: field \"keys\" is not what {info.path} ({info.num_layers} layers) records in {self.mode} mode"
+                f'{self.source}: field "keys" is not what {info.path} ({info.num_layers} layers) records in {self.mode} mode'
                 f"{'' if self.mode == 'model-forward' else f' with {self.max_new_tokens} new tokens'}: {diff}"
                 "\n(hint: layercheck derives the keys from the model's layer count; is model_path the model the request was made for?)"
             )
 
 
 def _bad(source: str, field: str, problem: str, hint: str) -> BadInput:
-    return BadInput(f"{source}: field \"{field}\" {problem}\n(hint: {hint})")
+    return BadInput(f'{source}: field "{field}" {problem}\n(hint: {hint})')
 
 
 def _is_int(v: Any) -> bool:
@@ -109,13 +109,15 @@ def _show(v: Any) -> str:
 
 def parse_request(data: Any, source: str) -> Request:
     """Validates a decoded request object; `source` (the file name) prefixes every message."""
-    hint_format = f"a request is a JSON object with the fields {', '.join(FIELDS)} (format \"{REQUEST_FORMAT}\")"
+    hint_format = f'a request is a JSON object with the fields {", ".join(FIELDS)} (format "{REQUEST_FORMAT}")'
     if not isinstance(data, dict):
         raise BadInput(f"{source}: not a JSON object\n(hint: {hint_format})")
     fmt = data.get("format")
     if fmt != REQUEST_FORMAT:
-        what = "has no \"format\" entry" if "format" not in data else f"has format {_show(fmt)}"
-        raise BadInput(f"{source}: {what}; this bridge reads \"{REQUEST_FORMAT}\"\n(hint: layercheck and layercheck_fms versions must agree on the request format)")
+        what = 'has no "format" entry' if "format" not in data else f"has format {_show(fmt)}"
+        raise BadInput(
+            f'{source}: {what}; this bridge reads "{REQUEST_FORMAT}"\n(hint: layercheck and layercheck_fms versions must agree on the request format)'
+        )
     missing = [f for f in FIELDS if f not in data]
     if missing:
         raise BadInput(f"{source}: missing field(s) {', '.join(missing)}\n(hint: {hint_format}; every field is always present)")
@@ -168,10 +170,17 @@ def parse_request(data: Any, source: str) -> Request:
     golden = data["golden"]
     if feed == "isolated":
         if not isinstance(golden, str) or not golden or not Path(golden).is_absolute():
-            raise _bad(source, "golden", f"is {_show(golden)} with feed isolated", "the absolute path of the golden capture whose input:{name} tensors each module takes")
+            raise _bad(
+                source,
+                "golden",
+                f"is {_show(golden)} with feed isolated",
+                "the absolute path of the golden capture whose input:{name} tensors each module takes",
+            )
         golden = Path(golden)
         if not golden.is_file():
-            raise _bad(source, "golden", f"names {golden}, which is not a file", "the golden capture must exist (made with capture_inputs / golden_inputs = true)")
+            raise _bad(
+                source, "golden", f"names {golden}, which is not a file", "the golden capture must exist (made with capture_inputs / golden_inputs = true)"
+            )
     elif golden is not None:
         raise _bad(source, "golden", f"is {_show(golden)} with feed cumulative", "null unless feed is isolated")
 
@@ -208,7 +217,7 @@ def read_request(path: Path) -> Request:
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise BadInput(f"{path}: not valid JSON ({e})\n(hint: the request is a JSON object, format \"{REQUEST_FORMAT}\")") from e
+        raise BadInput(f'{path}: not valid JSON ({e})\n(hint: the request is a JSON object, format "{REQUEST_FORMAT}")') from e
     return parse_request(data, str(path))
 
 
@@ -224,10 +233,21 @@ def read_input_ids(path: Path) -> list[list[int]]:
 
 
 def request_from_flags(
-    *, model_path: Path, input_ids_path: Path, mode: str, max_new_tokens: int, attention_mask: str, capture_inputs: bool, info: ModelInfo, target: str
+    *,
+    model_path: Path,
+    input_ids_path: Path,
+    mode: str,
+    max_new_tokens: int,
+    max_new_tokens_given: bool,
+    attention_mask: str,
+    capture_inputs: bool,
+    info: ModelInfo,
+    target: str,
 ) -> Request:
     """A request for a dump without layercheck: keys from the model's layer count, greedy decoding."""
     ids = read_input_ids(input_ids_path)
+    if mode == "model-forward" and max_new_tokens_given:
+        raise BadInput("--max-new-tokens is for --mode generate\n(hint: add --mode generate, or drop --max-new-tokens)")
     if mode == "generate" and max_new_tokens < 1:
         raise BadInput(f"--max-new-tokens is {max_new_tokens}\n(hint: generate needs at least 1 new token)")
     n = max_new_tokens if mode == "generate" else 0
