@@ -79,3 +79,44 @@ fn a_fault_injected_in_fms_is_found_where_it_is() {
         }
     }
 }
+
+/// `layercheck compare` on dumps the bridge makes without a request (as on a device host): the
+/// clean float16 dump passes, the faulty one fails first at the faulty module.
+#[test]
+fn compare_judges_fms_dumps_made_without_a_request() {
+    if !python_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let golden = "golden/tiny-granite/fwd-b1-s32.safetensors";
+    let g = layercheck::capture::Capture::read(&root().join(golden)).unwrap();
+    let ids: Vec<i64> = Vec::<i64>::try_from(g.tensors["input_ids"].flatten(0, -1)).unwrap();
+    let ids_file = dir.path().join("ids.json");
+    std::fs::write(&ids_file, serde_json::to_string(&vec![ids]).unwrap()).unwrap();
+    let python = std::env::var("LAYERCHECK_PYTHON").unwrap();
+    let dump = |name: &str, fault: Option<&str>| {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let mut cmd = std::process::Command::new(&python);
+        cmd.current_dir(root()).args(["-m", "layercheck_fms", "--device", "cpu", "--dtype", "float16", "--model-path", "models/tiny-granite", "--input-ids"]).arg(&ids_file).arg("--out").arg(&out);
+        if let Some(f) = fault {
+            cmd.args(["--fault", f]);
+        }
+        assert!(cmd.status().unwrap().success(), "{name}");
+        out
+    };
+    let clean = dump("clean", None);
+    let faulty = dump("faulty", Some("model.base_model.layers1.attn.dense:0.05"));
+    let compare = |target: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_layercheck"))
+            .current_dir(root())
+            .args(["compare", "--reference", golden, "--thresholds", "thresholds/tiny-granite-thresholds.json", "--target"])
+            .arg(target)
+            .output()
+            .unwrap()
+    };
+    let o = compare(&clean);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = compare(&faulty);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("first failing layer: model.base_model.layers1.attn.dense"));
+}
