@@ -1,7 +1,7 @@
 //! Seed step 1 (`generate_layers_metrics.py`): run a reference and a target over the same inputs,
 //! compare every hooked module, and write the per-layer metric files (seed CSVs or compact).
 //!
-//! Differences from the seed, on purpose (README "Where we differ"): tuple outputs hold what their
+//! Differences from the seed, on purpose (README "Module keys, and where we differ from the Python tools"): tuple outputs hold what their
 //! name says; in generate mode the target decodes the reference's tokens (teacher forcing), so that
 //! each step compares like with like instead of two diverging generations.
 
@@ -174,7 +174,7 @@ impl<'a> LoadedInputs<'a> {
                         (k + 1) * b
                     )));
                 }
-                TokenBatch::from_prompts(&chosen, tokenizer, Some(s)).map_err(setup)
+                TokenBatch::from_prompts(&chosen, tokenizer, Some(s), path).map_err(setup)
             }
         }
     }

@@ -26,10 +26,10 @@ pub struct GenerateArgs {
     #[arg(long, required = true)]
     mode: Mode,
     /// Batch sizes separated by comma, e.g. 1,2.
-    #[arg(long = "batch_sizes", value_delimiter = ',', required = true)]
+    #[arg(long = "batch_sizes", value_delimiter = ',', required = true, value_parser = super::positive)]
     batch_sizes: Vec<usize>,
     /// Sequence lengths separated by comma, e.g. 64,2048.
-    #[arg(long = "seq_lengths", value_delimiter = ',', required = true)]
+    #[arg(long = "seq_lengths", value_delimiter = ',', required = true, value_parser = super::positive)]
     seq_lengths: Vec<usize>,
     /// Max numbers of new tokens separated by comma, e.g. 64,128.
     #[arg(long = "max_new_tokens", value_delimiter = ',', required = true)]
@@ -71,6 +71,9 @@ fn parse_format(s: &str) -> Result<MetricsFormat, String> {
 pub fn run(args: GenerateArgs) -> super::CliResult {
     if args.architecture != "hf_pretrained" {
         return Err(format!("--architecture {} is not supported: layercheck reads HF model folders (hf_pretrained)", args.architecture).into());
+    }
+    if args.mode == Mode::Generate && args.max_new_tokens.contains(&0) {
+        return Err("--max_new_tokens 0 in generate mode would generate nothing\n(hint: give at least 1 new token, or --mode model-forward)".into());
     }
     let inputs = match (args.sharegpt_path, args.input_ids, args.prompts) {
         (Some(p), _, _) => InputSource::ShareGpt(p),

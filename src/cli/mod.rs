@@ -46,6 +46,15 @@ enum Command {
     SuiteCuda,
 }
 
+/// A clap value parser for counts that must be at least 1 (sizes, lengths, tokens).
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("\"{s}\" is not a whole number")),
+    }
+}
+
 /// Any error a subcommand reports; `main` prints it after `error: `.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
