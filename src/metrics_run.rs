@@ -232,7 +232,21 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
     Ok((written, (name, compact.into_file())))
 }
 
-/// The model id of a folder: its name.
+/// The model id of `--model_path`, as the seed takes it: the whole path as given (its file names
+/// then replace every `/` by `--`: `models/granite` gives `models--granite_max-new-tokens-...`).
 pub fn model_id_of(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_id_is_the_whole_path_as_the_seed_takes_it() {
+        let prefix = |p: &str| SeedCase::new(&model_id_of(Path::new(p)), 8, 1, 64).prefix();
+        assert_eq!(prefix("models/granite"), "models--granite_max-new-tokens-8_batch-size-1_seq-length-64_dtype-float16");
+        assert_eq!(prefix("/data/hf/granite-3.3"), "--data--hf--granite-3.3_max-new-tokens-8_batch-size-1_seq-length-64_dtype-float16");
+        assert_eq!(prefix("tiny-granite"), "tiny-granite_max-new-tokens-8_batch-size-1_seq-length-64_dtype-float16");
+    }
 }

@@ -27,10 +27,14 @@ fn is_tuple_key(file: &str) -> bool {
 }
 
 fn generate(mode: &str, out: &Path) {
+    // As the fixture was made: from models/ with `--model_path tiny-granite` (the seed names files
+    // after the whole --model_path).
     let status = Command::new(env!("CARGO_BIN_EXE_layercheck"))
-        .current_dir(root())
-        .args(["generate", "--model_path", "models/tiny-granite", "--mode", mode, "--batch_sizes", "1", "--seq_lengths", "8", "--max_new_tokens", "2"])
-        .args(["--input-ids", "tests/fixtures/seed/input_ids.json", "--output_path"])
+        .current_dir(root().join("models"))
+        .args(["generate", "--model_path", "tiny-granite", "--mode", mode, "--batch_sizes", "1", "--seq_lengths", "8", "--max_new_tokens", "2"])
+        .arg("--input-ids")
+        .arg(root().join("tests/fixtures/seed/input_ids.json"))
+        .arg("--output_path")
         .arg(out)
         .status()
         .unwrap();

@@ -15,8 +15,8 @@ pub struct GenerateArgs {
     /// The model architecture, e.g. hf_pretrained (the only one layercheck reads).
     #[arg(long, default_value = "hf_pretrained")]
     architecture: String,
-    /// The model id used in file names, e.g. ibm-granite/granite-3.3-8b-instruct (default: the
-    /// model folder's name).
+    /// The model id used in file names, e.g. ibm-granite/granite-3.3-8b-instruct (default:
+    /// --model_path as given, as the seed takes it; '/' becomes '--' in file names).
     #[arg(long)]
     variant: Option<String>,
     /// The HF model folder (config.json, safetensors, tokenizer.json).
