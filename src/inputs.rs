@@ -11,7 +11,7 @@ pub const PAD_ID: i64 = 0;
 /// Why inputs could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}\n(hint: check the inputs file given (--input-ids, --prompts, or the matrix's prompts entry))")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {problem}\n(hint: {hint})")]
     Invalid { path: PathBuf, problem: String, hint: &'static str },

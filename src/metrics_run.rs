@@ -87,7 +87,7 @@ pub struct Generated {
 /// Runs every case of the product batch sizes x seq lengths x new tokens.
 pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Generated, MetricsRunError> {
     if opts.prompt_batches > 1 && (opts.format == MetricsFormat::SeedCsv || !matches!(opts.inputs, InputSource::Prompts(_))) {
-        return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)".into()));
+        return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)\n(hint: add --format compact --prompts FILE, or drop --prompt-batches)".into()));
     }
     let tokenizer = Tokenizer::load(&opts.model_path).map_err(setup)?;
     let reference = DecoderModel::load(&opts.model_path, opts.reference).map_err(setup)?;

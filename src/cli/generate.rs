@@ -64,13 +64,13 @@ fn parse_format(s: &str) -> Result<MetricsFormat, String> {
     match s {
         "seed-csv" => Ok(MetricsFormat::SeedCsv),
         "compact" => Ok(MetricsFormat::Compact),
-        other => Err(format!("unknown format \"{other}\" (expected seed-csv or compact)")),
+        other => Err(format!("unknown format \"{other}\"\n(hint: --format seed-csv (the seed's CSV files) or --format compact)")),
     }
 }
 
 pub fn run(args: GenerateArgs) -> super::CliResult {
     if args.architecture != "hf_pretrained" {
-        return Err(format!("--architecture {} is not supported: layercheck reads HF model folders (hf_pretrained)", args.architecture).into());
+        return Err(format!("--architecture {} is not supported: layercheck reads HF model folders (hf_pretrained)\n(hint: drop --architecture, or pass --architecture hf_pretrained)", args.architecture).into());
     }
     if args.mode == Mode::Generate && args.max_new_tokens.contains(&0) {
         return Err("--max_new_tokens 0 in generate mode would generate nothing\n(hint: give at least 1 new token, or --mode model-forward)".into());
@@ -79,7 +79,7 @@ pub fn run(args: GenerateArgs) -> super::CliResult {
         (Some(p), _, _) => InputSource::ShareGpt(p),
         (_, Some(p), _) => InputSource::Ids(p),
         (_, _, Some(p)) => InputSource::Prompts(p),
-        _ => return Err("give the inputs: --sharegpt_path (as the seed), --input-ids or --prompts".into()),
+        _ => return Err("no inputs given\n(hint: pass --sharegpt_path (as the seed), --input-ids or --prompts)".into()),
     };
     let model_id = args.variant.clone().unwrap_or_else(|| metrics_run::model_id_of(&args.model_path));
     let opts = MetricsRunOptions {

@@ -49,9 +49,9 @@ enum Command {
 /// A clap value parser for counts that must be at least 1 (sizes, lengths, tokens).
 pub fn positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
+        Ok(0) => Err("must be at least 1\n(hint: sizes, lengths and token counts are whole numbers from 1)".into()),
         Ok(n) => Ok(n),
-        Err(_) => Err(format!("\"{s}\" is not a whole number")),
+        Err(_) => Err(format!("\"{s}\" is not a whole number\n(hint: sizes, lengths and token counts are whole numbers from 1)")),
     }
 }
 
