@@ -169,7 +169,7 @@ fn model_folders() {
 }
 
 #[test]
-fn inputs_and_flags() {
+fn inputs() {
     run_probes(&[
         Probe { label: "--input-ids missing", setup: |t, m| capture_args(m, &["--input-ids", t.join("none.json").to_str().unwrap()], &t.join("o.safetensors")), needles: &["none.json", "No such file"] },
         Probe { label: "--input-ids not JSON", setup: |t, m| capture_args(m, &["--input-ids", &ids_file(t, "[[1, 2")], &t.join("o.safetensors")), needles: &["ids.json", "not a list of lists of integer ids"] },
@@ -184,6 +184,12 @@ fn inputs_and_flags() {
         Probe { label: "capture: seq length + new tokens > max_position_embeddings", setup: |t, m| { let row: Vec<String> = (0..250).map(|i| (i % 300 + 1).to_string()).collect(); let ids = ids_file(t, &format!("[[{}]]", row.join(", "))); let mut a = capture_args(m, &["--input-ids", &ids], &t.join("o.safetensors")); a.extend(["--mode", "generate", "--max-new-tokens", "8"].map(String::from)); a }, needles: &["the run needs 257 positions", "sequence length 250 + 8 new tokens", "\"max_position_embeddings\" = 256"] },
         Probe { label: "capture: model-forward longer than max_position_embeddings", setup: |t, m| { let row: Vec<String> = (0..300).map(|i| (i % 300 + 1).to_string()).collect(); let ids = ids_file(t, &format!("[[{}]]", row.join(", "))); capture_args(m, &["--input-ids", &ids], &t.join("o.safetensors")) }, needles: &["the run needs 300 positions", "\"max_position_embeddings\" = 256"] },
         Probe { label: "generate: seq length + new tokens > max_position_embeddings", setup: |t, m| { let row: Vec<String> = (0..255).map(|i| (i % 300 + 1).to_string()).collect(); let ids = ids_file(t, &format!("[[{}]]", row.join(", "))); ["generate", "--model_path", m.to_str().unwrap(), "--mode", "generate", "--batch_sizes", "1", "--seq_lengths", "255", "--max_new_tokens", "4", "--input-ids", &ids, "--output_path", t.join("out").to_str().unwrap()].map(String::from).to_vec() }, needles: &["the run needs 258 positions", "\"max_position_embeddings\" = 256"] },
+    ]);
+}
+
+#[test]
+fn generate_thresholds_and_report_flags() {
+    run_probes(&[
         Probe { label: "generate: --batch_sizes 0", setup: |t, m| ["generate", "--model_path", m.to_str().unwrap(), "--mode", "model-forward", "--batch_sizes", "0", "--seq_lengths", "8", "--max_new_tokens", "2", "--input-ids", &ids_file(t, IDS)].map(String::from).to_vec(), needles: &["--batch_sizes", "must be at least 1"] },
         Probe { label: "generate: --max_new_tokens 0 in generate mode", setup: |t, m| ["generate", "--model_path", m.to_str().unwrap(), "--mode", "generate", "--batch_sizes", "1", "--seq_lengths", "8", "--max_new_tokens", "0", "--input-ids", &ids_file(t, IDS)].map(String::from).to_vec(), needles: &["--max_new_tokens 0 in generate mode"] },
         Probe { label: "generate: --architecture other", setup: |t, m| ["generate", "--architecture", "gpt2", "--model_path", m.to_str().unwrap(), "--mode", "generate", "--batch_sizes", "1", "--seq_lengths", "8", "--max_new_tokens", "2", "--input-ids", &ids_file(t, IDS)].map(String::from).to_vec(), needles: &["--architecture gpt2 is not supported"] },
@@ -370,7 +376,7 @@ fn text_of(o: &Output) -> String {
 }
 
 #[test]
-fn matrix_and_environment() {
+fn matrix_files() {
     let s = Suite::new();
     let good = s.default_matrix();
     // The matrix as given passes (so each case below fails for its own reason).
@@ -392,6 +398,12 @@ fn matrix_and_environment() {
     s.run("matrix unknown target", &good.replace("targets = [\"cpu-f16\"]", "targets = [\"tpu-f8\"]"), &[], &["matrix target \"tpu-f8\""]);
     s.run("matrix unknown field", &good.replace("golden_inputs = true", "golden_inputs = true\nweights = \"x\""), &[], &["unknown field `weights`"]);
     s.run("fault amplitude 0", &good.replace("amplitude = 0.05", "amplitude = 0.0"), &[], &["faults.fault-l1-dense.amplitude is 0"]);
+}
+
+#[test]
+fn environment_and_case_setup() {
+    let s = Suite::new();
+    let good = s.default_matrix();
     s.run("LAYERCHECK_MODELS= (empty)", &good, &[("LAYERCHECK_MODELS", "")], &["LAYERCHECK_MODELS=", "is empty"]);
     s.run("LAYERCHECK_SEQ_LENGTHS=0", &good, &[("LAYERCHECK_SEQ_LENGTHS", "0")], &["LAYERCHECK_SEQ_LENGTHS=0", "\"0\" is not a positive integer"]);
     s.run("LAYERCHECK_TARGETS=cpu-f16,bogus", &good, &[("LAYERCHECK_TARGETS", "cpu-f16,bogus")], &["matrix target \"bogus\""]);
@@ -505,4 +517,161 @@ fn copy_model_as(tmp: &Path, name: &str) -> PathBuf {
         std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
     dst
+}
+
+// ---- Kills and concurrent regeneration of golden files. ----
+
+/// A matrix for regeneration into `dir/golden`: tiny-granite, cpu-f16 and cpu-f32, both modes.
+fn regeneration_matrix(dir: &Path) -> PathBuf {
+    let r = root();
+    let text = format!(
+        r#"golden_dir = "{d}/golden"
+[models.tiny-granite]
+path = "{r}/models/tiny-granite"
+prompts = "{r}/tests/fixtures/prompts/tiny.txt"
+thresholds = "{r}/thresholds/tiny-granite-thresholds.json"
+golden_inputs = true
+[matrix]
+models = ["tiny-granite"]
+targets = ["cpu-f16", "cpu-f32"]
+modes = ["model-forward", "generate"]
+batch_sizes = [1]
+seq_lengths = [32]
+max_new_tokens = [4]
+"#,
+        d = dir.display(),
+        r = r.display()
+    );
+    let path = dir.join("m.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `layercheck suite-case` regenerating (each process its own update run, so each rewrites).
+fn regenerate(dir: &Path, matrix: &Path, case: &str, out: &Path, run: &str) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_layercheck"));
+    cmd.current_dir(dir).args(["suite-case", "--case", case, "--out"]).arg(out);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LAYERCHECK_") || k == "CI" || k.starts_with("NEXTEST") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("LAYERCHECK_MATRIX", matrix).env("LAYERCHECK_UPDATE_GOLDEN", "1").env("LAYERCHECK_RUN_ID", run).env("LAYERCHECK_REPORT_DIR", dir.join("reports"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Every golden file under `golden` reads and its data match its recorded sha256.
+#[track_caller]
+fn assert_goldens_load(golden: &Path) -> usize {
+    let mut n = 0;
+    for (rel, _) in hash_tree(golden) {
+        if rel.extension().is_some_and(|e| e == "safetensors") && !rel.to_string_lossy().contains(".layercheck-") {
+            let path = golden.join(&rel);
+            let c = Capture::read(&path).unwrap_or_else(|e| panic!("{} does not load: {e}", path.display()));
+            assert_eq!(c.metadata.get("tensors_sha256"), Some(&c.tensors_sha256().unwrap()), "{}", path.display());
+            n += 1;
+        }
+    }
+    n
+}
+
+const FWD: &str = "tiny-granite::cpu-f16::fwd::b1::s32";
+const GEN: &str = "tiny-granite::cpu-f16::gen::b1::s32::n4";
+
+#[test]
+fn sigkill_during_golden_regeneration_leaves_golden_files_whole_and_the_next_run_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let matrix = regeneration_matrix(tmp.path());
+    let golden = tmp.path().join("golden");
+    let out = tmp.path().join("outcome.bin");
+    // A first golden file, so that kills also hit the replacement of an existing one.
+    let first = regenerate(tmp.path(), &matrix, GEN, &out, "first").wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let (mut during_write, mut kills) = (0, 0);
+    for attempt in 0..8u64 {
+        let mut child = regenerate(tmp.path(), &matrix, GEN, &out, &format!("kill-{attempt}"));
+        // Kill the moment a temporary file shows (mid-write), else after a delay that grows with
+        // each attempt (model loading, the forward, the write, the check after it).
+        let deadline = Instant::now() + Duration::from_millis(150 + 120 * attempt);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let mid_write = !temporaries(&golden).is_empty();
+            if mid_write || Instant::now() > deadline {
+                child.kill().unwrap();
+                kills += 1;
+                during_write += mid_write as usize;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        child.wait().unwrap();
+        // Whatever the moment, the golden file is the old one or the new one, whole.
+        assert_eq!(assert_goldens_load(&golden), 1, "attempt {attempt}");
+    }
+    eprintln!("{kills} SIGKILLs, {during_write} while a temporary file existed");
+    // The next regeneration removes the killed writers' temporaries, and its case passes.
+    let o = regenerate(tmp.path(), &matrix, GEN, &out, "after").wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let outcome = layercheck::harness::outcome::CaseOutcome::read(&out).unwrap();
+    assert_eq!(outcome.setup_error, None);
+    assert!(outcome.first_failure().is_none());
+    assert!(temporaries(&golden).is_empty(), "left behind: {:?}", temporaries(&golden));
+    assert_eq!(assert_goldens_load(&golden), 1);
+}
+
+#[test]
+fn four_processes_regenerating_at_once_write_whole_golden_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let matrix = regeneration_matrix(tmp.path());
+    let golden = tmp.path().join("golden");
+    // Two processes per golden file (cpu-f16 and cpu-f32 share it), each its own update run.
+    let cases = [FWD, "tiny-granite::cpu-f32::fwd::b1::s32", GEN, "tiny-granite::cpu-f32::gen::b1::s32::n4"];
+    let children: Vec<(String, PathBuf, std::process::Child)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let out = tmp.path().join(format!("outcome-{i}.bin"));
+            let child = regenerate(tmp.path(), &matrix, case, &out, &format!("run-{i}"));
+            (case.to_string(), out, child)
+        })
+        .collect();
+    for (case, out, child) in children {
+        let o = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && !stderr.contains("panicked"), "{case}: {stderr}");
+        assert!(stderr.contains("wrote golden file"), "{case}: {stderr}");
+        let outcome = layercheck::harness::outcome::CaseOutcome::read(&out).unwrap();
+        assert_eq!(outcome.setup_error, None, "{case}");
+        assert!(outcome.first_failure().is_none(), "{case}");
+    }
+    assert!(temporaries(&golden).is_empty(), "left behind: {:?}", temporaries(&golden));
+    assert_eq!(assert_goldens_load(&golden), 2);
+}
+
+/// Every `README "Section"` that a message or doc cites is a heading of the README.
+#[test]
+fn every_readme_section_cited_exists() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let headings: Vec<&str> = readme.lines().filter_map(|l| l.strip_prefix('#')).map(|l| l.trim_start_matches('#').trim()).collect();
+    let mut cited = Vec::new();
+    let mut stack = vec![root().join("src"), root().join("crates"), root().join("layercheck.toml")];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default().replace("\\\"", "\"");
+        for (i, _) in text.match_indices("README \"") {
+            let rest = &text[i + "README \"".len()..];
+            if let Some(end) = rest.find('"') {
+                cited.push((p.clone(), rest[..end].to_string()));
+            }
+        }
+    }
+    assert!(cited.len() >= 5, "{cited:?}");
+    for (file, section) in cited {
+        assert!(headings.contains(&section.as_str()), "{} cites README \"{section}\", which is not a heading of README.md", file.display());
+    }
 }
