@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use layercheck::capture::Capture;
 use sha2::{Digest, Sha256};
@@ -585,14 +585,17 @@ fn sigkill_during_golden_regeneration_leaves_golden_files_whole_and_the_next_run
     let golden = tmp.path().join("golden");
     let out = tmp.path().join("outcome.bin");
     // A first golden file, so that kills also hit the replacement of an existing one.
+    let started = Instant::now();
     let first = regenerate(tmp.path(), &matrix, GEN, &out, "first").wait_with_output().unwrap();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // How long a whole regeneration takes here (it scales with the machine's load).
+    let whole = started.elapsed();
     let (mut during_write, mut kills) = (0, 0);
     for attempt in 0..8u64 {
         let mut child = regenerate(tmp.path(), &matrix, GEN, &out, &format!("kill-{attempt}"));
-        // Kill the moment a temporary file shows (mid-write), else after a delay that grows with
-        // each attempt (model loading, the forward, the write, the check after it).
-        let deadline = Instant::now() + Duration::from_millis(150 + 120 * attempt);
+        // Kill the moment a temporary file shows (mid-write), else after a delay spread over the
+        // second half of a whole run (the forward, the write, the check after it).
+        let deadline = Instant::now() + whole.mul_f64(0.5 + 0.07 * attempt as f64);
         loop {
             if child.try_wait().unwrap().is_some() {
                 break;
