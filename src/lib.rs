@@ -21,3 +21,4 @@ pub mod sharegpt;
 pub mod metrics_run;
 pub mod progress;
 pub mod report;
+pub mod runner;

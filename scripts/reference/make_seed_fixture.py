@@ -27,7 +27,15 @@ run time, before the script is executed (1-5: seed_patches.py, shared with scrip
    `tensor_cos_sim` (zeros -> 1e-6) from changing the reference tensor that a later
    `tensor_abs_diff` reads, exactly as on CUDA.
 5. Recording only: `metrics_utils.tensor_abs_diff` / `tensor_cos_sim` are wrapped to hash
-   their float16 argument (before the in-place edit) to check determinism; values unchanged.
+   their float16 argument (before the in-place edit) to check determinism, and to keep the two
+   arguments of each plain-tensor layer's `tensor_abs_diff` call (the float32 CPU side and the
+   float16 side) in `tensors-{forward,generate}.safetensors` (`reference:{key}`, `target:{key}`,
+   metadata `keys`); values unchanged. A logging handler notes the layer of each call (the script
+   logs "Comparing CPU and GPU Layer {key} output" first). With these, tests/seed_fixture.rs checks
+   layercheck's metrics and CSV writer byte for byte on the very tensors the Python tool saw, on
+   any CPU: float16 kernels (libtorch's and oneDNN's) round differently per instruction set, so a
+   float16 run of layercheck reproduces these CSV values only on a machine like the one that made
+   them.
 6. get_thresholds.py: `glob.glob` returns sorted names (file-system order otherwise; sorted,
    a layer's plain file comes before its `.iter-N` files so the script pools them).
 
@@ -65,26 +73,61 @@ def sha256_file(path):
 # --------------------------------------------------------------------------- child process
 
 
-def child(aiu_package, mode, out_dir, digest_path):
+TUPLE_KEYS = ("attn.in_proj", "model.base_model", "model")  # compared differently by the seed, on purpose
+
+
+def is_tuple_key(key):
+    key = key.split(".iter-")[0]
+    return key.endswith("attn.in_proj") or key in TUPLE_KEYS[1:]
+
+
+def child(aiu_package, mode, out_dir, digest_path, tensors_path):
     from seed_patches import run_generate_layers_metrics
 
+    import logging
     import torch
+    from safetensors.torch import save_file
 
     ids = json.load(open(os.path.join(SEED, "input_ids.json")))
     digests = []
+    # The layer each metric call belongs to: the script logs "Comparing CPU and GPU Layer {key}
+    # output" before its calls for that layer.
+    current = {"layer": None}
+    kept, order = {}, []
+
+    class LayerNoter(logging.Handler):
+        def emit(self, rec):
+            msg = rec.getMessage()
+            prefix, suffix = "Comparing CPU and GPU Layer ", " output"
+            if msg.startswith(prefix) and msg.endswith(suffix):
+                current["layer"] = msg[len(prefix):-len(suffix)].replace("[", "").replace("]", "")
+
+    # The configuration seed_patches.py sets up (the script's own basicConfig is then a no-op).
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(message)s")
+    logging.getLogger().addHandler(LayerNoter())
 
     def record(name, a, b):
         for t in (a, b):
             if t.dtype == torch.float16:
                 h = hashlib.sha256(t.detach().contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
                 digests.append(f"{name} {list(t.shape)} {h}")
+        key = current["layer"]
+        # A plain-tensor layer makes one tensor_abs_diff(cpu copy f32, device output f16) call.
+        if name == "abs_diff" and key is not None and key not in kept and not is_tuple_key(key):
+            kept[key] = (a.detach().clone().contiguous(), b.detach().clone().contiguous())
+            order.append(key)
 
     to_calls, errors = run_generate_layers_metrics(aiu_package, MODELS, MODEL, mode, ids, MAX_NEW_TOKENS,
                                                    out_dir, record=record)
     with open(digest_path, "w") as f:
         f.write("\n".join(digests) + "\n")
-    print(f"child: {len(digests)} f16 tensors hashed, {to_calls} .to('cuda') calls redirected,"
-          f" {len(errors)} logged errors", file=sys.stderr)
+    tensors = {}
+    for key in order:
+        tensors[f"reference:{key}"], tensors[f"target:{key}"] = kept[key]
+    save_file(tensors, tensors_path, metadata={"keys": json.dumps(order), "mode": mode,
+                                                "script": "scripts/reference/make_seed_fixture.py"})
+    print(f"child: {len(digests)} f16 tensors hashed, {len(order)} plain-tensor layers kept,"
+          f" {to_calls} .to('cuda') calls redirected, {len(errors)} logged errors", file=sys.stderr)
     if errors:
         sys.exit("logged errors (safe_forward swallowed an exception?):\n" + "\n".join(errors[:10]))
 
@@ -92,12 +135,12 @@ def child(aiu_package, mode, out_dir, digest_path):
 # --------------------------------------------------------------------------- parent
 
 
-def run_child(aiu_package, mode, out_dir, digest_path, log_path):
+def run_child(aiu_package, mode, out_dir, digest_path, tensors_path, log_path):
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(out_dir)  # the script writes into it but never creates it; it never overwrites
     with open(log_path, "w") as log:
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--child", aiu_package, mode, out_dir, digest_path],
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--child", aiu_package, mode, out_dir, digest_path, tensors_path],
                        check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -129,6 +172,18 @@ def compare(dir1, dir2, dig1, dig2):
     return out
 
 
+def cpu_description():
+    """The CPU model and its vector extensions (float16 results depend on them)."""
+    model, flags = "?", set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name") and model == "?":
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    vector = sorted(f for f in flags if f.startswith(("avx", "amx", "f16c", "fma")))
+    return f"{model}; {' '.join(vector)}"
+
+
 def run_get_thresholds(aiu_package, get_thresholds, csv_dir, out_dir):
     sys.path.insert(0, aiu_package)
     real_glob = glob.glob
@@ -141,7 +196,7 @@ def run_get_thresholds(aiu_package, get_thresholds, csv_dir, out_dir):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:6])
+        child(*sys.argv[2:7])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--aiu-package", default="/tmp/aiu-whl")
@@ -166,10 +221,11 @@ def main():
             final = os.path.join(SEED, f"csv-{name}")
             again = os.path.join(tmp, f"csv-{name}-run2")
             d1, d2 = os.path.join(tmp, f"{name}-1.digests"), os.path.join(tmp, f"{name}-2.digests")
-            for out, dig, i in ((final, d1, 1), (again, d2, 2)):
+            tensors = (os.path.join(SEED, f"tensors-{name}.safetensors"), os.path.join(tmp, f"tensors-{name}-run2.safetensors"))
+            for out, dig, ten, i in ((final, d1, tensors[0], 1), (again, d2, tensors[1], 2)):
                 log = os.path.join(tempfile.gettempdir(), f"make_seed_fixture-{name}-{i}.log")
                 print(f"running {mode} (run {i}), log {log}", file=sys.stderr)
-                run_child(aiu_package, mode, out, dig, log)
+                run_child(aiu_package, mode, out, dig, ten, log)
             report[name] = compare(final, again, d1, d2)
             for line in report[name]:
                 print(f"{name}: {line}", file=sys.stderr)
@@ -199,7 +255,10 @@ def main():
         f.write(f"- get_thresholds.py from git {a.commit}: sha256 {sha256_file(get_thresholds)}\n")
         f.write(f"- Python {sys.version.split()[0]}, torch {torch.__version__}, ibm-fms {fms.__version__ if hasattr(fms, '__version__') else '?'}, "
                 f"transformers {transformers.__version__}, numpy {numpy.__version__}\n")
-        f.write(f"- torch threads: {torch.get_num_threads()} (default)\n\n")
+        f.write(f"- torch threads: {torch.get_num_threads()} (default)\n")
+        f.write(f"- CPU: {cpu_description()}\n")
+        f.write("- `tensors-{forward,generate}.safetensors`: the float32 and float16 arguments of each plain-tensor\n"
+                "  layer's `tensor_abs_diff` call in run 1, the run whose CSV files are committed\n\n")
         f.write("## Determinism (two runs, two processes, same machine)\n\n")
         for name in RUNS:
             for line in report[name]:

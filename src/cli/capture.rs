@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use layercheck::capture::{Mode, Recorder};
 use layercheck::formats::atomic::Replace;
+use layercheck::harness::target_listener::Fault;
+use layercheck::runner::builtin;
+use layercheck::runner::request::Request;
 use layercheck::inputs::{read_prompts, TokenBatch, Tokenizer};
 use layercheck::model::{AttentionMask, DecoderModel};
 use layercheck::run::{self, RunSpec};
@@ -13,8 +16,16 @@ use layercheck::target::Target;
 #[derive(Debug, clap::Args)]
 pub struct CaptureArgs {
     /// HF model folder (config.json, safetensors, tokenizer.json).
-    #[arg(long)]
-    model_path: PathBuf,
+    #[arg(long, required_unless_present = "request")]
+    model_path: Option<PathBuf>,
+    /// Answer a layercheck-request/1 file instead (what a `command` target's program is given):
+    /// its model, ids, mode, forced tokens, feed and keys; the capture goes to --out.
+    #[arg(long, conflicts_with_all = ["model_path", "input_ids", "prompts", "seq_length", "attention_mask", "mode", "max_new_tokens", "capture_inputs"])]
+    request: Option<PathBuf>,
+    /// With --request: perturb one module's output as a fault target does (KEY:AMPLITUDE, e.g.
+    /// model.base_model.layers1.attn.dense:0.05), to see a faulty device.
+    #[arg(long, requires = "request", value_name = "KEY:AMPLITUDE")]
+    fault: Option<String>,
     /// Where and in what precision to run: cpu-f32, cpu-f16, cpu-bf16, cuda-f16, cuda-bf16.
     #[arg(long, default_value = "cpu-f32")]
     target: Target,
@@ -45,7 +56,7 @@ pub struct CaptureArgs {
 
 /// Where the token ids come from.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(multiple = false)]
 pub struct InputArgs {
     /// JSON file of B lists of S token ids.
     #[arg(long)]
@@ -62,7 +73,7 @@ impl InputArgs {
         if let Some(path) = &self.input_ids {
             return Ok(TokenBatch::read_json(path)?);
         }
-        let path = self.prompts.as_ref().expect("clap requires --input-ids or --prompts");
+        let path = self.prompts.as_ref().ok_or("--input-ids FILE or --prompts FILE is needed (or --request FILE)")?;
         let prompts = read_prompts(path)?;
         let tokenizer = Tokenizer::load(model_path)?;
         Ok(TokenBatch::from_prompts(&prompts, &tokenizer, seq_length, path)?)
@@ -94,18 +105,22 @@ fn check_out(out: &Path, model_path: &Path, force: bool) -> Result<(), String> {
 }
 
 pub fn run(args: CaptureArgs) -> super::CliResult {
-    check_out(&args.out, &args.model_path, args.force)?;
-    let batch = args.input.batch(&args.model_path, args.seq_length)?;
-    let model = DecoderModel::load(&args.model_path, args.target)?;
+    if let Some(request) = &args.request {
+        return answer_request(request, args.target, args.fault.as_deref(), &args.out);
+    }
+    let model_path = args.model_path.clone().ok_or("--model-path is needed (or --request)")?;
+    check_out(&args.out, &model_path, args.force)?;
+    let batch = args.input.batch(&model_path, args.seq_length)?;
+    let model = DecoderModel::load(&model_path, args.target)?;
     let spec = RunSpec { mode: args.mode, max_new_tokens: args.max_new_tokens, mask: args.attention_mask };
     let recorder = if args.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
-    let capture = run::capture(&model, &args.model_path, &batch, &spec, recorder)?;
+    let capture = run::capture(&model, &model_path, &batch, &spec, recorder)?;
     let replace = if args.force { Replace::Allowed } else { Replace::Never };
     capture.write_with(&args.out, replace)?;
     eprintln!(
         "captured {} module outputs of {} on {} ({}, batch {} x {} tokens) to {}",
         capture.keys.len(),
-        args.model_path.display(),
+        model_path.display(),
         args.target,
         args.mode,
         batch.batch_size(),
@@ -113,4 +128,23 @@ pub fn run(args: CaptureArgs) -> super::CliResult {
         args.out.display()
     );
     Ok(())
+}
+
+/// `capture --request`: the builtin runner answering a request file, as an external program would.
+fn answer_request(path: &std::path::Path, target: Target, fault: Option<&str>, out: &std::path::Path) -> super::CliResult {
+    let (request, kinds) = Request::read(path)?;
+    let fault = fault.map(parse_fault).transpose()?;
+    let capture = builtin::answer(&request, kinds, target, fault)?;
+    capture.write(out)?;
+    eprintln!("answered {} with {} records of {} on {target} to {}", path.display(), capture.keys.len(), request.model_path.display(), out.display());
+    Ok(())
+}
+
+/// `KEY:AMPLITUDE`.
+fn parse_fault(text: &str) -> Result<Fault, String> {
+    let bad = |problem: String| format!("--fault {text}: {problem}\n(hint: --fault model.base_model.layers1.attn.dense:0.05)");
+    let (key, amplitude) = text.rsplit_once(':').ok_or_else(|| bad("expected KEY:AMPLITUDE".into()))?;
+    let module = key.parse().map_err(|e| bad(format!("{e}")))?;
+    let amplitude: f64 = amplitude.parse().ok().filter(|a: &f64| a.is_finite()).ok_or_else(|| bad(format!("\"{amplitude}\" is not a finite number")))?;
+    Ok(Fault { module, amplitude })
 }

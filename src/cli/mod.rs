@@ -1,6 +1,7 @@
 //! Subcommands of the `layercheck` binary, one file each.
 
 mod capture;
+mod compare;
 mod env;
 mod generate;
 mod progress;
@@ -35,6 +36,10 @@ enum Command {
     /// Per-layer thresholds from a folder of metric files (seed CSVs or compact files), as
     /// get_thresholds.py computes them, plus per-(batch, seq) thresholds over prompts.
     Thresholds(thresholds::ThresholdsArgs),
+    /// Per-layer verdicts and the case report of a target capture against a reference capture
+    /// (e.g. a device dump from another host); the first failing layer on stdout; exit 0 when
+    /// every layer passes, 1 when one fails, 2 on bad input.
+    Compare(compare::CompareArgs),
     /// Rebuild a case's report (report.md, report.html, plot.png, plot.svg) from its stored
     /// results.jsonl, or write one from a compact metrics file, without running a model.
     Report(report::ReportArgs),
@@ -58,9 +63,10 @@ pub fn positive(s: &str) -> Result<usize, String> {
 /// Any error a subcommand reports; `main` prints it after `error: `.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> CliResult {
-    match cli.command {
+/// Runs the parsed command line: exit status 0, or 1 with the error printed (`compare` has its own).
+pub fn run(cli: Cli) -> std::process::ExitCode {
+    let result = match cli.command {
+        Command::Compare(args) => return compare::run(args),
         Command::Env(args) => env::run(args),
         Command::Run(args) => run::run(args),
         Command::Capture(args) => capture::run(args),
@@ -69,5 +75,12 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Report(args) => report::run(args),
         Command::SuiteCase(args) => suite::run_case(args),
         Command::SuiteCuda => suite::run_cuda(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

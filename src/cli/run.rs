@@ -6,7 +6,6 @@
 use layercheck::harness::evaluate::evaluate;
 use layercheck::harness::outcome::CaseOutcome;
 use layercheck::harness::update::UpdateMode;
-use layercheck::target::TargetRuntime;
 use layercheck::harness::matrix::{Margins, Matrix};
 use layercheck::harness::verdict::Bounds;
 use layercheck::report::{layer_views, CaseResults};
@@ -34,7 +33,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
         if (!args.targets.is_empty() && !args.targets.contains(&case.target)) || (!args.models.is_empty() && !args.models.contains(&case.model)) {
             continue;
         }
-        if !matrix.target(case).base().is_available() {
+        if matrix.target(case).device() == layercheck_suite::target::DeviceKind::Cuda && !tch::Cuda::is_available() {
             println!("{case}: skipped (target {} is not available here)", case.target);
             continue;
         }

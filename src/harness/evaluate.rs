@@ -3,20 +3,27 @@
 //! the case.
 
 use std::path::Path;
+use std::time::Duration;
+
+use tch::Tensor;
 
 use super::file_lock::{lock_path, FileLock};
 use super::golden::{GoldenStore, Provenance};
-use super::matrix::{Matrix, ModelEntry, TargetSpec};
+use super::matrix::{Margins, Matrix, ModelEntry, TargetSpec};
 use super::outcome::{CaseOutcome, LayerOutcome};
 use super::target_listener::{Fault, TargetListener};
 use super::test_name::{CaseId, Feed};
 use super::update::{regenerate_command, run_id, UpdateMode};
 use super::verdict::check;
-use crate::capture::{Capture, Mode, Recorder};
+use crate::capture::{parse_record_name, Capture, Mode, Recorder};
 use crate::hooks::ModuleKey;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{weights_sha256, AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
+use crate::runner::check::{check_capture, record_problem};
+use crate::runner::command::CommandRunner;
+use crate::runner::request::Request;
+use crate::runner::{capture_path, request_for};
 use crate::target::Target;
 use crate::thresholds::{bounds_for, ThresholdsFile};
 
@@ -84,10 +91,53 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
     let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
     notes.push(note);
 
-    let (base, fault) = match matrix.target(case) {
-        TargetSpec::Plain(t) => (*t, None),
-        TargetSpec::Fault { base, module, amplitude } => (*base, Some(Fault { module: *module, amplitude: *amplitude })),
+    let records = match matrix.target(case) {
+        TargetSpec::Plain(t) => builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *t, None, &fix)?,
+        TargetSpec::Fault { base, module, amplitude } => {
+            let fault = Fault { module: *module, amplitude: *amplitude };
+            builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
+        }
+        TargetSpec::Command { argv, timeout_s } => {
+            let request = request_for(case, &model_dir, &batch, &golden, &store.path(case))?;
+            let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
+            let (capture, _stderr) = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
+            external_records(capture, &request, &format!("the capture of target {}'s command", case.target))?
+        }
+        TargetSpec::Captures { dir } => {
+            if case.feed == Feed::Isolated {
+                return Err(format!("target {} is a folder of pre-recorded captures, one run per case: it cannot be fed golden inputs\n(hint: use the cumulative feed for it, or a command target that feeds inputs)", case.target));
+            }
+            let path = capture_path(dir, case);
+            if !path.is_file() {
+                return Err(format!("target {}: no pre-recorded capture {} for this case\n(hint: record it on the device host, e.g. `python -m layercheck_fms --model-path ... --input-ids ... --out {}`, see README \"Testing your accelerator\")", case.target, path.display(), path.display()));
+            }
+            let request = request_for(case, &model_dir, &batch, &golden, &store.path(case))?;
+            let capture = Capture::read(&path).map_err(|e| e.to_string())?;
+            external_records(capture, &request, &path.display().to_string())?
+        }
     };
+    Ok(judge(records, &golden, &bounds, &matrix.margins, &store.path(case), &fix))
+}
+
+/// One target record to judge: its tensor name, module key and output, or why it cannot be
+/// compared.
+type TargetRecord = (String, ModuleKey, Result<Tensor, String>);
+
+/// Runs the builtin target (tch decoders in this process), with the case's feed and fault.
+#[allow(clippy::too_many_arguments)]
+fn builtin_records(
+    matrix: &Matrix,
+    case: &CaseId,
+    model_dir: &Path,
+    store: &GoldenStore,
+    golden: &Capture,
+    batch: &TokenBatch,
+    spec: &RunSpec,
+    stop_after: Option<ModuleKey>,
+    base: Target,
+    fault: Option<Fault>,
+    fix: &str,
+) -> SetupResult<Vec<TargetRecord>> {
     let golden_inputs = match case.feed {
         Feed::Cumulative => None,
         Feed::Isolated => {
@@ -102,7 +152,7 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             Some(inputs)
         }
     };
-    let model = DecoderModel::load(&model_dir, base).map_err(|e| e.to_string())?;
+    let model = DecoderModel::load(model_dir, base).map_err(|e| e.to_string())?;
     let keys = ModuleKey::forward_order(model.config.num_layers, case.mode == Mode::Generate);
     check_fault(matrix, case, fault.as_ref(), &keys)?;
     let recorder = match stop_after {
@@ -114,12 +164,30 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
         return Err(format!("golden file {} has no output_ids for generate mode\n(hint: `{fix}`)", store.path(case).display()));
     }
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
-    run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
+    run::execute(&model, batch, spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
+    Ok(listener.recorder.records.into_iter().map(|r| (r.name, r.key, Ok(r.output))).collect())
+}
 
+/// The records of an external runner's capture, checked against the case's request, in the
+/// reference's order.
+fn external_records(mut capture: Capture, request: &Request, source_name: &str) -> SetupResult<Vec<TargetRecord>> {
+    check_capture(&capture, request, source_name).map_err(|e| e.to_string())?;
+    let mut records = Vec::with_capacity(request.keys.len());
+    for name in &request.keys {
+        let Some((key, _)) = parse_record_name(name) else {
+            return Err(format!("the golden file lists a record {name} that is not a module key"));
+        };
+        let tensor = capture.tensors.remove(name).ok_or_else(|| format!("{source_name} has no record {name}"));
+        records.push((name.clone(), key, tensor));
+    }
+    Ok(records)
+}
+
+/// Compares each target record with its golden record and judges it against the bounds.
+fn judge(records: Vec<TargetRecord>, golden: &Capture, bounds: &dyn Fn(&str) -> crate::harness::verdict::Bounds, margins: &Margins, golden_path: &Path, fix: &str) -> Vec<LayerOutcome> {
     let mut by_key: Vec<LayerOutcome> = Vec::new();
-    for record in &listener.recorder.records {
-        let name = record.name.clone();
-        let key = record.key.to_string();
+    for (name, key, output) in records {
+        let key = key.to_string();
         let i = match by_key.iter().position(|l| l.key == key) {
             Some(i) => i,
             None => {
@@ -129,10 +197,21 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
         };
         let layer = &mut by_key[i];
         let Some(reference) = golden.tensors.get(&name) else {
-            layer.error = Some(format!("the golden file {} has no record {name}\n(hint: `{fix}`)", store.path(case).display()));
+            layer.error = Some(format!("the golden file {} has no record {name}\n(hint: `{fix}`)", golden_path.display()));
             continue;
         };
-        let comparison = match crate::metrics::compare(reference, &record.output) {
+        let output = match output {
+            Ok(o) => o,
+            Err(e) => {
+                layer.error = Some(format!("record {name}: {e}"));
+                continue;
+            }
+        };
+        if let Some(problem) = record_problem(reference, &output) {
+            layer.error = Some(format!("record {name}: {problem}"));
+            continue;
+        }
+        let comparison = match crate::metrics::compare(reference, &output) {
             Ok(c) => c,
             Err(e) => {
                 layer.error = Some(format!("record {name}: {e}"));
@@ -142,13 +221,13 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
         for (item, s) in comparison.items.iter().enumerate() {
             let obs = s.observation(&name, item);
             let index = layer.observations.len();
-            for f in check(&obs, &layer.bounds, &matrix.margins) {
+            for f in check(&obs, &layer.bounds, margins) {
                 layer.failures.push((index, f));
             }
             layer.observations.push(obs);
         }
     }
-    Ok(by_key)
+    by_key
 }
 
 /// Runs the reference and writes the golden file, once per update run (several cases share a

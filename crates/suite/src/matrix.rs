@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::mode::Mode;
 use crate::module_key::ModuleKey;
-use crate::target::Target;
+use crate::target::{DeviceKind, Target};
 use crate::test_name::{is_segment, CaseId, Feed};
 
 /// The default matrix file, relative to the repository root.
@@ -55,6 +55,27 @@ pub struct FaultEntry {
     pub module: String,
     pub amplitude: f64,
 }
+
+/// An external target, `[targets.NAME]`: either `command` (a program that answers a request file
+/// with a capture file, see the main crate's `runner::command`) with `timeout_s`, or `captures`
+/// (a folder of pre-recorded capture files in the golden layout).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalEntry {
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    #[serde(default)]
+    pub captures: Option<PathBuf>,
+}
+
+/// A command target's time limit when `timeout_s` is not given.
+pub const DEFAULT_TIMEOUT_S: u64 = 1800;
+
+/// The placeholders a command may use: the request file, the capture to write, the repository
+/// root, `$LAYERCHECK_PYTHON`, and the `layercheck` binary that runs the command.
+pub const PLACEHOLDERS: [&str; 5] = ["{request}", "{out}", "{root}", "{python}", "{layercheck}"];
 
 /// How observed metrics may exceed a threshold before a layer fails (deepview: rtol 0.05, atol 1e-6).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -104,6 +125,8 @@ struct MatrixFile {
     models: BTreeMap<String, ModelEntry>,
     #[serde(default)]
     faults: BTreeMap<String, FaultEntry>,
+    #[serde(default)]
+    targets: BTreeMap<String, ExternalEntry>,
     matrix: Axes,
 }
 
@@ -116,16 +139,44 @@ fn default_golden_dir() -> PathBuf {
 pub enum TargetSpec {
     Plain(Target),
     Fault { base: Target, module: ModuleKey, amplitude: f64 },
+    /// An external program (arguments with placeholders) and its time limit in seconds.
+    Command { argv: Vec<String>, timeout_s: u64 },
+    /// Pre-recorded captures under this folder (absolute).
+    Captures { dir: PathBuf },
 }
 
 impl TargetSpec {
-    /// The device and precision the target runs on.
-    pub fn base(&self) -> Target {
+    /// Where layercheck's own libtorch runs the target: external targets run as programs or
+    /// files, on the CPU side of this machine as far as layercheck is concerned.
+    pub fn device(&self) -> DeviceKind {
         match self {
-            TargetSpec::Plain(t) => *t,
-            TargetSpec::Fault { base, .. } => *base,
+            TargetSpec::Plain(t) | TargetSpec::Fault { base: t, .. } => t.device,
+            TargetSpec::Command { .. } | TargetSpec::Captures { .. } => DeviceKind::Cpu,
         }
     }
+}
+
+/// Checks a command as written in the matrix: a program, `{out}`, no unknown `{...}`.
+pub fn check_command(argv: &[String]) -> Result<(), String> {
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err("is empty; it needs a program and its arguments".into());
+    }
+    if !argv.iter().any(|a| a.contains("{out}")) {
+        return Err("never names {out}, the path the capture must be written to".into());
+    }
+    for arg in argv {
+        let mut rest = arg.as_str();
+        while let Some(i) = rest.find('{') {
+            let tail = &rest[i..];
+            let end = tail.find('}').map_or(tail.len(), |j| j + 1);
+            let word = &tail[..end];
+            if !PLACEHOLDERS.contains(&word) {
+                return Err(format!("argument \"{arg}\" has an unknown placeholder {word} (known: {})", PLACEHOLDERS.join(", ")));
+            }
+            rest = &tail[end..];
+        }
+    }
+    Ok(())
 }
 
 /// The resolved suite: settings and every case, in a stable order.
@@ -176,6 +227,25 @@ impl Matrix {
             let module = fault.module.parse::<ModuleKey>().map_err(|e| invalid(format!("faults.{name}.module: {e}")))?;
             targets.insert(name.clone(), TargetSpec::Fault { base, module, amplitude: fault.amplitude });
         }
+        for (name, entry) in &parsed.targets {
+            if !is_segment(name) || name.parse::<Target>().is_ok() || parsed.faults.contains_key(name) {
+                return Err(invalid(format!("target name \"{name}\" must be made of [a-z0-9._-] and differ from the plain targets and the faults")));
+            }
+            let spec = match (&entry.command, &entry.captures) {
+                (Some(argv), None) => {
+                    check_command(argv).map_err(|p| invalid(format!("targets.{name}.command {p}")))?;
+                    let timeout_s = entry.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
+                    if timeout_s == 0 {
+                        return Err(invalid(format!("targets.{name}.timeout_s must be at least 1 (seconds)")));
+                    }
+                    TargetSpec::Command { argv: argv.clone(), timeout_s }
+                }
+                (None, Some(dir)) if entry.timeout_s.is_none() => TargetSpec::Captures { dir: root.join(dir) },
+                (None, Some(_)) => return Err(invalid(format!("targets.{name}.timeout_s applies to a command; a captures target reads files"))),
+                _ => return Err(invalid(format!("targets.{name} needs exactly one of command = [...] or captures = \"DIR\""))),
+            };
+            targets.insert(name.clone(), spec);
+        }
         for t in Target::ALL {
             targets.insert(t.to_string(), TargetSpec::Plain(t));
         }
@@ -187,7 +257,7 @@ impl Matrix {
         }
         for t in &axes.targets {
             if !targets.contains_key(t) {
-                return Err(invalid(format!("matrix target \"{t}\" is neither a plain target (cpu-f32, cpu-f16, cpu-bf16, cuda-f16, cuda-bf16) nor a [faults.{t}] entry")));
+                return Err(invalid(format!("matrix target \"{t}\" is neither a plain target (cpu-f32, cpu-f16, cpu-bf16, cuda-f16, cuda-bf16) nor a [faults.{t}] or [targets.{t}] entry")));
             }
         }
         let modes: Vec<Mode> = axes.modes.iter().map(|m| m.parse::<Mode>().map_err(invalid)).collect::<Result<_, _>>()?;
@@ -334,6 +404,30 @@ mod tests {
         let m = parse(&[("LAYERCHECK_TARGETS", "cpu-bf16"), ("LAYERCHECK_BATCH_SIZES", "3"), ("LAYERCHECK_MODES", "generate"), ("LAYERCHECK_MAX_NEW_TOKENS", "2,4"), ("LAYERCHECK_FEEDS", "isolated")]).unwrap();
         let names: Vec<String> = m.cases.iter().map(|c| c.to_string()).collect();
         assert_eq!(names, ["tiny::cpu-bf16::gen::iso::b3::s16::n2", "tiny::cpu-bf16::gen::iso::b3::s16::n4"]);
+    }
+
+    #[test]
+    fn external_targets_are_read_and_checked() {
+        let text = format!("{TEXT}\n[targets.dev]\ncommand = [\"run-it\", \"--request\", \"{{request}}\", \"--out\", \"{{out}}\"]\ntimeout_s = 9\n[targets.dump]\ncaptures = \"dumps\"\n");
+        let m = Matrix::parse(Path::new("/r"), Path::new("/r/m.toml"), &text, |_| None).unwrap();
+        assert_eq!(m.targets["dev"], TargetSpec::Command { argv: vec!["run-it".into(), "--request".into(), "{request}".into(), "--out".into(), "{out}".into()], timeout_s: 9 });
+        assert_eq!(m.targets["dump"], TargetSpec::Captures { dir: "/r/dumps".into() });
+        assert_eq!(m.targets["dump"].device(), DeviceKind::Cpu);
+        for (bad, expected) in [
+            ("[targets.x]\ncommand = []", "targets.x.command is empty"),
+            ("[targets.x]\ncommand = [\"p\", \"{request}\"]", "never names {out}"),
+            ("[targets.x]\ncommand = [\"p\", \"{out}\", \"{reqest}\"]", "unknown placeholder {reqest}"),
+            ("[targets.x]\ncommand = [\"p\", \"{out}\"]\ntimeout_s = 0", "timeout_s must be at least 1"),
+            ("[targets.x]\ncommand = [\"p\", \"{out}\"]\ncaptures = \"d\"", "exactly one of"),
+            ("[targets.x]\ntimeout_s = 3", "exactly one of"),
+            ("[targets.x]\ncaptures = \"d\"\ntimeout_s = 3", "applies to a command"),
+            ("[targets.cpu-f16]\ncaptures = \"d\"", "differ from the plain targets"),
+            ("[targets.x]\ncaptures = \"d\"\nshell = true", "unknown field `shell`"),
+        ] {
+            let text = format!("{TEXT}\n{bad}\n");
+            let err = Matrix::parse(Path::new("/r"), Path::new("/r/m.toml"), &text, |_| None).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("/r/m.toml"), "{expected:?} not in {err}");
+        }
     }
 
     #[test]

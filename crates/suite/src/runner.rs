@@ -132,7 +132,7 @@ fn stop_points(suite: &Suite, names: &[TestName], selected: &[bool]) -> HashMap<
 /// Whether the case's target can run here. Unavailable targets are listed and ignored; when
 /// CUDA's availability cannot be learnt, the test runs and fails saying why.
 fn available(suite: &Suite, case: &CaseId) -> bool {
-    match suite.matrix.target(case).base().device {
+    match suite.matrix.target(case).device() {
         DeviceKind::Cpu => true,
         DeviceKind::Cuda => suite.cache.cuda_available(|| suite.engine.cuda_available(&suite.root)).unwrap_or(true),
     }

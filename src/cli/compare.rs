@@ -1,0 +1,115 @@
+//! `layercheck compare`: the per-layer verdicts and the case report of two capture files (a
+//! reference and a target of the same inputs), e.g. a device dump copied from another host.
+//! Exit status: 0 when every layer passes (or without thresholds: metrics only), 1 when a layer
+//! fails, 2 on bad input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use layercheck::capture::{parse_record_name, Capture, Mode};
+use layercheck::formats::case::SeedCase;
+use layercheck::formats::compact::CompactWriter;
+use layercheck::harness::matrix::Margins;
+use layercheck::report::{compact_results, layer_views, write_report};
+use layercheck::runner::check::{check_against, record_problem, Expected};
+use layercheck::thresholds::ThresholdsFile;
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The reference capture (usually `cpu-f32`: a golden file, or `layercheck capture`).
+    #[arg(long)]
+    reference: PathBuf,
+    /// The target capture: same inputs, mode and records (any float dtype).
+    #[arg(long)]
+    target: PathBuf,
+    /// Thresholds JSON to judge each layer with; without it, metrics only (exit 0).
+    #[arg(long)]
+    thresholds: Option<PathBuf>,
+    /// Relative margin past a threshold.
+    #[arg(long, requires = "thresholds", default_value_t = Margins::default().rtol)]
+    rtol: f64,
+    /// Absolute margin past a threshold.
+    #[arg(long, requires = "thresholds", default_value_t = Margins::default().atol)]
+    atol: f64,
+    /// Where the report goes (results.jsonl, report.md, report.html, plot.png, plot.svg).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Why the comparison could not be made (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+/// Compares; `Ok(true)` when every layer passes.
+fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
+    for (flag, v) in [("--rtol", args.rtol), ("--atol", args.atol)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Box::new(BadInput(format!("{flag} {v}: a margin is a finite number >= 0"))));
+        }
+    }
+    let reference = Capture::read(&args.reference)?;
+    let target = Capture::read(&args.target)?;
+    let target_name = args.target.display().to_string();
+    let expected = Expected::of_reference(&reference, &args.reference.display().to_string())?;
+    check_against(&target, &expected, &target_name)?;
+    let thresholds = args.thresholds.as_deref().map(ThresholdsFile::read).transpose()?;
+    let (b, s) = (expected.input_ids.len() as u64, expected.input_ids.first().map_or(0, Vec::len) as u64);
+    let new_tokens: u64 = reference.metadata.get("max_new_tokens").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let model = reference.metadata.get("model").cloned().unwrap_or_else(|| "model".into());
+    let mut writer = CompactWriter::new(SeedCase::new(&model, new_tokens, b, s));
+    let mut problems = Vec::new();
+    for name in &reference.keys {
+        if parse_record_name(name).is_none() {
+            continue;
+        }
+        let (r, t) = (&reference.tensors[name], &target.tensors[name]);
+        if let Some(p) = record_problem(r, t) {
+            problems.push(format!("record {name}: {p}"));
+            continue;
+        }
+        let comparison = layercheck::metrics::compare(r, t).map_err(|e| format!("record {name}: {e}"))?;
+        writer.push(name, &r.size(), &t.size(), &comparison)?;
+    }
+    if !problems.is_empty() {
+        return Err(Box::new(BadInput(format!("{target_name} cannot be compared with {}:\n  {}", args.reference.display(), problems.join("\n  ")))));
+    }
+    let margins = Margins { rtol: args.rtol, atol: args.atol };
+    let file = writer.into_file();
+    let mode = reference.metadata.get("mode").and_then(|m| m.parse::<Mode>().ok());
+    let mut results = compact_results(&file, &target_name, thresholds.as_ref().map(|t| (t, &margins)));
+    results.source = format!("compare {} with {}", target_name, args.reference.display());
+    results.notes.retain(|n| !n.starts_with("layercheck_version"));
+    let views = layer_views(&results);
+    let judged = thresholds.is_some();
+    println!("{} layers compared ({}), {}", views.len(), mode.map_or("?".into(), |m| m.to_string()), if judged { "with thresholds" } else { "metrics only (no --thresholds)" });
+    for v in &views {
+        let sci = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3e}"));
+        let fixed = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.7}"));
+        let verdict = if !judged { "" } else if v.verdict.is_bad() { "FAIL" } else { "ok" };
+        println!("  {verdict:<4} {:<52} abs_diff_l2 {}  cos_mean {}", v.key, sci(v.abs_diff_l2), fixed(v.cos_mean));
+    }
+    let first_bad = views.iter().find(|v| v.verdict.is_bad());
+    match (judged, first_bad) {
+        (true, Some(v)) => println!("first failing layer: {}", v.key),
+        (true, None) => println!("every layer passes"),
+        _ => {}
+    }
+    if let Some(out) = &args.out {
+        for path in write_report(&results, out)? {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(!judged || first_bad.is_none())
+}
+
+pub fn run(args: CompareArgs) -> ExitCode {
+    match compare(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

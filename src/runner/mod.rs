@@ -1,0 +1,60 @@
+//! Runners: what produces a case's target run. `builtin` is layercheck's own tch decoders
+//! (src/harness/evaluate.rs runs it in process); `command` an external program answering a
+//! request file with a capture file; `captures` pre-recorded capture files in the golden layout.
+//! Whatever an external runner returns is checked ([`check`]) before any record is compared.
+
+pub mod builtin;
+pub mod check;
+pub mod command;
+pub mod request;
+
+use std::path::{Path, PathBuf};
+
+use tch::Kind;
+
+use crate::capture::{Capture, Mode};
+use crate::harness::golden::GoldenStore;
+use crate::harness::test_name::{CaseId, Feed};
+use crate::inputs::TokenBatch;
+use request::{Request, REQUEST_FORMAT};
+
+/// The request for `case`'s target run: its inputs, the golden's new tokens (generate mode) and
+/// record names, and for the isolated feed the golden file itself.
+pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, golden: &Capture, golden_path: &Path) -> Result<Request, String> {
+    let forced_ids = match case.mode {
+        Mode::ModelForward => None,
+        Mode::Generate => {
+            let all = golden.tensors.get("output_ids").ok_or_else(|| format!("golden file {} has no output_ids for generate mode", golden_path.display()))?;
+            let t = case.max_new_tokens.unwrap_or(0) as i64;
+            let new = all.narrow(1, case.seq_len as i64, t).to_kind(Kind::Int64);
+            let flat: Vec<i64> = Vec::<i64>::try_from(new.flatten(0, -1)).map_err(|e| e.to_string())?;
+            Some(flat.chunks(t.max(1) as usize).map(<[i64]>::to_vec).collect())
+        }
+    };
+    let model_path = std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
+    let golden_abs = std::fs::canonicalize(golden_path).unwrap_or_else(|_| golden_path.to_path_buf());
+    Ok(Request {
+        format: REQUEST_FORMAT.into(),
+        model: case.model.clone(),
+        model_path,
+        target: case.target.clone(),
+        mode: case.mode.to_string(),
+        input_ids: batch.rows.clone(),
+        max_new_tokens: case.max_new_tokens.unwrap_or(0),
+        forced_ids,
+        attention_mask: "attend-pads".into(),
+        feed: match case.feed {
+            Feed::Cumulative => "cumulative",
+            Feed::Isolated => "isolated",
+        }
+        .into(),
+        golden: (case.feed == Feed::Isolated).then_some(golden_abs),
+        keys: golden.keys.clone(),
+        capture_inputs: false,
+    })
+}
+
+/// Where a `captures` target keeps the capture of `case`: `DIR/{model}/{fwd|gen}-b{B}-s{S}[-n{T}].safetensors`.
+pub fn capture_path(dir: &Path, case: &CaseId) -> PathBuf {
+    GoldenStore::new(dir).path(case)
+}
