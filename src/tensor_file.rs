@@ -12,11 +12,11 @@ use crate::formats::atomic::{write_file, AtomicWriteError, Replace};
 /// Why a tensor file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorFileError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}\n(hint: check the path, and that the file is readable)")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a valid safetensors file ({problem}); it may be truncated or corrupt")]
+    #[error("{path} is not a valid safetensors file ({problem}); it may be truncated or corrupt\n(hint: restore or regenerate the file; a download or copy may have been cut short)")]
     Corrupt { path: PathBuf, problem: String },
-    #[error("{path}: tensor {name} has dtype {dtype}, which layercheck does not handle (f32, f16, bf16, f64, i64, i32, bool)")]
+    #[error("{path}: tensor {name} has dtype {dtype}, which layercheck does not handle (f32, f16, bf16, f64, i64, i32, bool)\n(hint: convert the tensor to one of these dtypes)")]
     Dtype { path: PathBuf, name: String, dtype: String },
     #[error(transparent)]
     Write(#[from] AtomicWriteError),

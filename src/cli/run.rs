@@ -47,7 +47,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
         layercheck::report::write_harness_report(&outcome, &matrix.margins);
     }
     if ran == 0 {
-        return Err("no case of the matrix matched --models/--targets".into());
+        return Err("no case of the matrix matched --models/--targets (or every case's target is unavailable here)\n(hint: --models and --targets take names from the matrix's [matrix] models and targets)".into());
     }
     if failed_cases > 0 {
         return Err(format!("{failed_cases} of {ran} case(s) failed").into());

@@ -61,14 +61,14 @@ pub fn case_batch(model_dir: &Path, prompts_file: &Path, batch_size: usize, seq_
             chosen.len()
         ));
     }
-    TokenBatch::from_prompts(&chosen, &tokenizer, Some(seq_len)).map_err(|e| e.to_string())
+    TokenBatch::from_prompts(&chosen, &tokenizer, Some(seq_len), prompts_file).map_err(|e| e.to_string())
 }
 
 fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, update: UpdateMode, notes: &mut Vec<String>) -> SetupResult<Vec<LayerOutcome>> {
     let entry: &ModelEntry = matrix.model(case);
     let model_dir = matrix.resolve(&entry.path);
     if !model_dir.join("config.json").exists() {
-        return Err(format!("model folder {} has no config.json\n(hint: the matrix entry [models.{}] points there; see README \"Models\")", model_dir.display(), case.model));
+        return Err(format!("model folder {} has no config.json\n(hint: the matrix entry [models.{}] points there; see README \"Supported models\")", model_dir.display(), case.model));
     }
     let batch = case_batch(&model_dir, &matrix.resolve(&entry.prompts), case.batch_size, case.seq_len)?;
     let ids = batch.to_tensor();

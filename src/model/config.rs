@@ -82,11 +82,7 @@ impl ModelConfig {
 
     /// Parses and validates the text of a `config.json`; `file` names it in errors.
     pub fn from_json(text: &str, file: &Path) -> Result<Self, ModelError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
-            path: file.to_path_buf(),
-            field: String::new(),
-            problem: format!("is not valid JSON: {e}"),
-        })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::ConfigJson { path: file.to_path_buf(), problem: e.to_string() })?;
         let Value::Object(map) = value else {
             return Err(cfg_err(file, "", "must be a JSON object".into()));
         };
