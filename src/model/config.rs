@@ -192,6 +192,10 @@ impl ConfigReader {
         if head_dim % 2 != 0 {
             return Err(self.err("head_dim", format!("= {head_dim} must be even for rotary embeddings")));
         }
+        // q_width(); kv_width() is no larger, num_key_value_heads dividing num_attention_heads.
+        if num_heads.checked_mul(head_dim).is_none() {
+            return Err(self.err("head_dim", format!("= {head_dim} times num_attention_heads = {num_heads} does not fit a 64-bit integer")));
+        }
         let rms_norm_eps = self.float_or("rms_norm_eps", 1e-6)?;
         // RMSNorm divides by sqrt(mean(x^2) + eps): eps <= 0 gives inf or NaN on a zero row.
         self.above("rms_norm_eps", rms_norm_eps, 0.0, "RMSNorm divides by sqrt(mean(x^2) + eps), which is NaN or inf for eps <= 0")?;
