@@ -253,8 +253,8 @@ fn outcome_seed() -> Vec<u8> {
         case: "tiny-granite::cpu-f16::fwd::b1::s32".into(),
         setup_error: None,
         layers: vec![
-            LayerOutcome { key: "model.base_model.embedding".into(), bounds: Bounds { abs_diff_l2: Some(0.01), cos_mean: Some(0.999) }, observations: vec![obs("model.base_model.embedding", 1e-3, 0.99999)], failures: vec![], error: None },
-            LayerOutcome { key: "model.head".into(), bounds: Bounds { abs_diff_l2: None, cos_mean: Some(f64::NEG_INFINITY) }, observations: vec![obs("model.head", f64::NAN, 0.5), obs("model.head.iter-42", 2.0, 0.9)], failures: vec![(0, failure)], error: Some("missing from the golden file".into()) },
+            LayerOutcome { key: "model.base_model.embedding".into(), bounds: Bounds::new(Some(0.01), Some(0.999)), observations: vec![obs("model.base_model.embedding", 1e-3, 0.99999)], failures: vec![], error: None },
+            LayerOutcome { key: "model.head".into(), bounds: Bounds::new(None, Some(f64::NEG_INFINITY)), observations: vec![obs("model.head", f64::NAN, 0.5), obs("model.head.iter-42", 2.0, 0.9)], failures: vec![(0, failure)], error: Some("missing from the golden file".into()) },
         ],
         notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json".into()],
     };
@@ -1062,7 +1062,7 @@ fn prompt_files() {
         std::fs::write(path, apply_json_recipe(&seeds, &recipe)).unwrap();
         if let Some(prompts) = named(read_prompts(path), path, &[])? {
             // What the prompts become: tokens, padded to a sequence length.
-            let _ = TokenBatch::from_prompts(&prompts, &tokenizer, Some(16));
+            let _ = TokenBatch::from_prompts(&prompts, &tokenizer, Some(16), path);
         }
         Ok(())
     });
