@@ -222,8 +222,9 @@ fn capture_seeds() -> &'static [Vec<u8>] {
     })
 }
 
-/// The case prefix of [`metric_seeds`]' compact file.
-const COMPACT_PREFIX: &str = "tiny-granite_max-new-tokens-2_batch-size-1_seq-length-3_dtype-float16";
+/// The case prefix of [`metric_seeds`]' compact file: the seed names files after the whole
+/// `--model_path` as given, `/` replaced by `--`.
+const COMPACT_PREFIX: &str = "models--tiny-granite_max-new-tokens-2_batch-size-1_seq-length-3_dtype-float16";
 
 /// A compact file from `layercheck generate --format compact` (generate mode), and two
 /// `results.jsonl`: the one `generate` writes (no verdicts) and the one `layercheck report
