@@ -82,13 +82,19 @@ fn main() {
         let t = Instant::now();
         let (got, _) = runner.run(&request).expect("the command answers");
         check_capture(&got, &request, "bench").expect("the capture answers the request");
-        let _: &Capture = &got;
         if i > 0 {
             overhead.push(t.elapsed().as_secs_f64());
         }
     }
+    let mut reading = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let _ = Capture::read(&made).expect("reads");
+        reading.push(t.elapsed().as_secs_f64());
+    }
     let (f, o) = (median(forward), median(overhead));
     println!("target forward cpu-f16 b1 s64, every hook recording: median {:.1} ms over {runs} runs ({} threads)", f * 1e3, tch::get_num_threads());
     println!("command overhead (request, process, capture of {:.1} MB read and checked): median {:.1} ms", size as f64 / 1e6, o * 1e3);
+    println!("  of which reading the capture into tensors: median {:.1} ms", median(reading) * 1e3);
     println!("ratio overhead / forward: {:.3} (target <= 0.10)", o / f);
 }
