@@ -290,3 +290,33 @@ fn a_python_command_without_a_python_says_how_to_get_one() {
     let text = stdout(&out);
     assert!(text.contains("{python} needs the environment variable LAYERCHECK_PYTHON") && text.contains("scripts/setup-python"), "{text}");
 }
+
+/// `reference = "live"`: the cpu-f32 reference runs in the case computation and no golden file is
+/// read or written; builtin, fault and command targets (the isolated feed's inputs handed to the
+/// command in a temporary file) are judged as against golden files.
+#[test]
+fn a_live_reference_needs_no_golden_file() {
+    let empty = tempfile::tempdir().unwrap();
+    let text = matrix_text(&self_targets(), r#""cpu-f16", "fault-l1-dense", "self-f16""#, r#""model-forward", "generate""#, r#""cumulative", "isolated""#)
+        .replace("golden_dir = \"golden\"", &format!("golden_dir = \"{}\"\nreference = \"live\"", empty.path().display()));
+    let m = parse(&text);
+    let all = outcomes(&m);
+    assert_eq!(all.len(), 12);
+    let dense = "model.base_model.layers1.attn.dense".to_string();
+    for o in &all {
+        assert!(o.setup_error.is_none(), "{}: {:?}", o.case, o.setup_error);
+        assert!(o.notes.iter().any(|n| n.contains("run live")), "{}: {:?}", o.case, o.notes);
+        let bad = failing_keys(o);
+        if o.case.contains("fault-l1-dense") && o.case.contains("::iso::") {
+            assert_eq!(bad, [dense.clone()], "{}", o.case);
+        } else if o.case.contains("fault-l1-dense") {
+            assert_eq!(bad.first(), Some(&dense), "{}", o.case);
+        } else {
+            assert!(bad.is_empty(), "{}: {bad:?}", o.case);
+        }
+    }
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "no golden file written");
+    let per_model = text.replace("reference = \"live\"", "").replace("golden_inputs = true", "golden_inputs = true\nreference = \"sometimes\"");
+    let err = Matrix::parse(&root(), &root().join("m.toml"), &per_model, |_| None).unwrap_err().to_string();
+    assert!(err.contains("unknown variant `sometimes`") && err.contains("golden") && err.contains("live"), "{err}");
+}

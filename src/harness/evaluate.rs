@@ -9,7 +9,7 @@ use tch::Tensor;
 
 use super::file_lock::{lock_path, FileLock};
 use super::golden::{GoldenStore, Provenance};
-use super::matrix::{Margins, Matrix, ModelEntry, TargetSpec};
+use super::matrix::{Margins, Matrix, ModelEntry, ReferenceKind, TargetSpec};
 use super::outcome::{CaseOutcome, LayerOutcome};
 use super::target_listener::{Fault, TargetListener};
 use super::test_name::{CaseId, Feed};
@@ -73,21 +73,40 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
     let batch = case_batch(&model_dir, &matrix.resolve(&entry.prompts), case.batch_size, case.seq_len)?;
     let ids = batch.to_tensor();
     let spec = RunSpec { mode: case.mode, max_new_tokens: case.max_new_tokens.unwrap_or(0), mask: AttentionMask::AttendPads };
-    let provenance = Provenance {
-        config_sha256: run::config_sha256(&model_dir).map_err(|e| e.to_string())?,
-        weights_sha256: weights_sha256(&model_dir).map_err(|e| e.to_string())?,
-        input_ids_sha256: Provenance::ids_sha256(&ids),
+    // What a golden file must have been made from (a live reference needs no hash of the weights).
+    let provenance = || -> SetupResult<Provenance> {
+        Ok(Provenance {
+            config_sha256: run::config_sha256(&model_dir).map_err(|e| e.to_string())?,
+            weights_sha256: weights_sha256(&model_dir).map_err(|e| e.to_string())?,
+            input_ids_sha256: Provenance::ids_sha256(&ids),
+        })
     };
     let store = GoldenStore::new(matrix.golden_dir.clone());
     let fix = regenerate_command(case);
-    let golden = match update {
-        UpdateMode::Update => regenerate_golden(&store, case, &model_dir, entry, &batch, &spec, &provenance)?,
-        UpdateMode::Verify => store.load(case, &provenance, &fix).map_err(|e| e.to_string())?,
-    };
-
-    // Before the forward, so that a missing or broken thresholds file costs no model run.
+    // Thresholds before any model run, so that a missing or broken file costs none.
     let thresholds_path = matrix.resolve(&entry.thresholds);
     let thresholds = read_thresholds(&thresholds_path, &model_dir, case)?;
+    let golden = match (matrix.reference(case), update) {
+        (ReferenceKind::Live, _) => {
+            notes.push("reference: cpu-f32 run live in this computation (reference = \"live\"), no golden file".into());
+            live_reference(case, &model_dir, entry, &batch, &spec)?
+        }
+        (ReferenceKind::Golden, UpdateMode::Update) => regenerate_golden(&store, case, &model_dir, entry, &batch, &spec, &provenance()?)?,
+        (ReferenceKind::Golden, UpdateMode::Verify) => store.load(case, &provenance()?, &fix).map_err(|e| e.to_string())?,
+    };
+    // An external program reads the isolated feed's inputs from a file: a live reference's goes
+    // to a temporary one, removed with the computation.
+    let live_file = match (matrix.reference(case), matrix.target(case), case.feed) {
+        (ReferenceKind::Live, TargetSpec::Command { .. }, Feed::Isolated) => {
+            let dir = tempfile::Builder::new().prefix("layercheck-live-").tempdir().map_err(|e| format!("a temporary folder for the live reference: {e}"))?;
+            let path = dir.path().join("reference.safetensors");
+            golden.write(&path).map_err(|e| e.to_string())?;
+            Some((dir, path))
+        }
+        _ => None,
+    };
+    let golden_path = live_file.as_ref().map_or_else(|| store.path(case), |(_, p)| p.clone());
+
     let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
     notes.push(note);
 
@@ -98,7 +117,7 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
         }
         TargetSpec::Command { argv, timeout_s } => {
-            let request = request_for(case, &model_dir, &batch, &golden, &store.path(case))?;
+            let request = request_for(case, &model_dir, &batch, &golden, &golden_path)?;
             let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
             let (capture, _stderr) = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
             let source_name = format!("the capture of target {}'s command", case.target);
@@ -116,12 +135,12 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             if !path.is_file() {
                 return Err(format!("target {}: no pre-recorded capture {} for this case\n(hint: record it on the device host, e.g. `python -m layercheck_fms --model-path ... --input-ids ... --out {}`, see README \"Testing your accelerator\")", case.target, path.display(), path.display()));
             }
-            let request = request_for(case, &model_dir, &batch, &golden, &store.path(case))?;
+            let request = request_for(case, &model_dir, &batch, &golden, &golden_path)?;
             let capture = Capture::read(&path).map_err(|e| e.to_string())?;
             external_records(capture, &request, &path.display().to_string())?
         }
     };
-    Ok(judge(records, &golden, &bounds, &matrix.margins, &store.path(case), &fix))
+    Ok(judge(records, &golden, &bounds, &matrix.margins, &golden_path, &fix))
 }
 
 /// One target record to judge: its tensor name, module key and output, or why it cannot be
@@ -251,6 +270,14 @@ fn judge(records: Vec<TargetRecord>, golden: &Capture, bounds: &dyn Fn(&str) -> 
         }
     }
     by_key
+}
+
+/// The cpu-f32 reference of a case run here and now (`reference = "live"`), with every module's
+/// input when the isolated feed or the model's `golden_inputs` asks for them.
+fn live_reference(case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &TokenBatch, spec: &RunSpec) -> SetupResult<Capture> {
+    let model = DecoderModel::load(model_dir, Target::REFERENCE).map_err(|e| e.to_string())?;
+    let recorder = if entry.golden_inputs || case.feed == Feed::Isolated { Recorder::all().with_inputs() } else { Recorder::all() };
+    run::capture(&model, model_dir, batch, spec, recorder).map_err(|e| e.to_string())
 }
 
 /// Runs the reference and writes the golden file, once per update run (several cases share a

@@ -44,6 +44,20 @@ pub struct ModelEntry {
     /// Also keep every module's input in the golden files (needed by isolated feeding).
     #[serde(default)]
     pub golden_inputs: bool,
+    /// Where the CPU float32 reference comes from; default: the matrix's `reference`, else golden.
+    #[serde(default)]
+    pub reference: Option<ReferenceKind>,
+}
+
+/// Where a case's CPU float32 reference comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceKind {
+    /// A golden file under `golden_dir`, made once (`LAYERCHECK_UPDATE_GOLDEN=1`) and reviewed.
+    Golden,
+    /// Run in the same case computation, every time (the seed's way): no golden file, for models
+    /// whose golden files would be too large to keep.
+    Live,
 }
 
 /// A target that injects a deterministic fault: `base` with `module`'s output perturbed by
@@ -122,6 +136,8 @@ struct MatrixFile {
     golden_dir: PathBuf,
     #[serde(default)]
     margins: Margins,
+    #[serde(default)]
+    reference: Option<ReferenceKind>,
     models: BTreeMap<String, ModelEntry>,
     #[serde(default)]
     faults: BTreeMap<String, FaultEntry>,
@@ -189,6 +205,8 @@ pub struct Matrix {
     pub models: BTreeMap<String, ModelEntry>,
     pub targets: BTreeMap<String, TargetSpec>,
     pub cases: Vec<CaseId>,
+    /// The matrix-wide `reference` (models may set their own).
+    pub reference: Option<ReferenceKind>,
 }
 
 impl Matrix {
@@ -293,12 +311,17 @@ impl Matrix {
                 }
             }
         }
-        Ok(Matrix { root: root.to_path_buf(), golden_dir: root.join(&parsed.golden_dir), margins: parsed.margins, models: parsed.models, targets, cases })
+        Ok(Matrix { root: root.to_path_buf(), golden_dir: root.join(&parsed.golden_dir), margins: parsed.margins, models: parsed.models, targets, cases, reference: parsed.reference })
     }
 
     /// The model entry of a case.
     pub fn model(&self, case: &CaseId) -> &ModelEntry {
         &self.models[&case.model]
+    }
+
+    /// Where a case's reference comes from: its model's `reference`, else the matrix's, else golden.
+    pub fn reference(&self, case: &CaseId) -> ReferenceKind {
+        self.model(case).reference.or(self.reference).unwrap_or(ReferenceKind::Golden)
     }
 
     /// The target of a case.
