@@ -11,7 +11,7 @@ pub const PAD_ID: i64 = 0;
 /// Why inputs could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}\n(hint: check the inputs file given (--input-ids, --prompts, or the matrix's prompts entry))")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {problem}\n(hint: {hint})")]
     Invalid { path: PathBuf, problem: String, hint: &'static str },
@@ -79,21 +79,28 @@ impl TokenBatch {
         Ok(TokenBatch { rows })
     }
 
-    /// Tokenises `prompts` with `tokenizer` (special tokens added, as HF's `encode` does) and
-    /// left-pads each with [`PAD_ID`] to `seq_len` (default: the longest prompt).
-    pub fn from_prompts(prompts: &[String], tokenizer: &Tokenizer, seq_len: Option<usize>) -> Result<Self, InputError> {
+    /// Tokenises `prompts` (read from the file `source`, which errors name) with `tokenizer`
+    /// (special tokens added, as HF's `encode` does) and left-pads each with [`PAD_ID`] to
+    /// `seq_len` (default: the longest prompt).
+    pub fn from_prompts(prompts: &[String], tokenizer: &Tokenizer, seq_len: Option<usize>, source: &Path) -> Result<Self, InputError> {
         let mut rows = Vec::with_capacity(prompts.len());
         for prompt in prompts {
             rows.push(tokenizer.encode(prompt)?);
         }
         let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
         let s = seq_len.unwrap_or(longest);
-        let invalid = |problem: String, hint| InputError::Invalid { path: tokenizer.path.clone(), problem, hint };
+        let invalid = |problem: String, hint| InputError::Invalid { path: source.to_path_buf(), problem, hint };
         if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() > s) {
-            return Err(invalid(format!("prompt {i} is {} tokens long, more than the sequence length {s}", r.len()), "raise the sequence length or shorten the prompt"));
+            return Err(invalid(
+                format!("prompt {i} is {} tokens long (with {}), more than the sequence length {s}", r.len(), tokenizer.path.display()),
+                "raise the sequence length (--seq-length, --seq_lengths) or shorten the prompt",
+            ));
         }
-        if rows.is_empty() || s == 0 {
-            return Err(invalid("no prompt tokens to run".into(), "give at least one non-empty prompt"));
+        if rows.is_empty() {
+            return Err(invalid("no prompts to run (batch size 0)".into(), "give at least one prompt, and a batch size of at least 1"));
+        }
+        if s == 0 {
+            return Err(invalid("no prompt tokens to run (sequence length 0)".into(), "give a sequence length of at least 1 and non-empty prompts"));
         }
         let padded = rows
             .into_iter()

@@ -1,7 +1,7 @@
 //! Seed step 1 (`generate_layers_metrics.py`): run a reference and a target over the same inputs,
 //! compare every hooked module, and write the per-layer metric files (seed CSVs or compact).
 //!
-//! Differences from the seed, on purpose (README "Where we differ"): tuple outputs hold what their
+//! Differences from the seed, on purpose (README "Module keys, and where we differ from the Python tools"): tuple outputs hold what their
 //! name says; in generate mode the target decodes the reference's tokens (teacher forcing), so that
 //! each step compares like with like instead of two diverging generations.
 
@@ -87,7 +87,7 @@ pub struct Generated {
 /// Runs every case of the product batch sizes x seq lengths x new tokens.
 pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Generated, MetricsRunError> {
     if opts.prompt_batches > 1 && (opts.format == MetricsFormat::SeedCsv || !matches!(opts.inputs, InputSource::Prompts(_))) {
-        return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)".into()));
+        return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)\n(hint: add --format compact --prompts FILE, or drop --prompt-batches)".into()));
     }
     let tokenizer = Tokenizer::load(&opts.model_path).map_err(setup)?;
     let reference = DecoderModel::load(&opts.model_path, opts.reference).map_err(setup)?;
@@ -174,7 +174,7 @@ impl<'a> LoadedInputs<'a> {
                         (k + 1) * b
                     )));
                 }
-                TokenBatch::from_prompts(&chosen, tokenizer, Some(s)).map_err(setup)
+                TokenBatch::from_prompts(&chosen, tokenizer, Some(s), path).map_err(setup)
             }
         }
     }
@@ -232,7 +232,21 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
     Ok((written, (name, compact.into_file())))
 }
 
-/// The model id of a folder: its name.
+/// The model id of `--model_path`, as the seed takes it: the whole path as given (its file names
+/// then replace every `/` by `--`: `models/granite` gives `models--granite_max-new-tokens-...`).
 pub fn model_id_of(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_id_is_the_whole_path_as_the_seed_takes_it() {
+        let prefix = |p: &str| SeedCase::new(&model_id_of(Path::new(p)), 8, 1, 64).prefix();
+        assert_eq!(prefix("models/granite"), "models--granite_max-new-tokens-8_batch-size-1_seq-length-64_dtype-float16");
+        assert_eq!(prefix("/data/hf/granite-3.3"), "--data--hf--granite-3.3_max-new-tokens-8_batch-size-1_seq-length-64_dtype-float16");
+        assert_eq!(prefix("tiny-granite"), "tiny-granite_max-new-tokens-8_batch-size-1_seq-length-64_dtype-float16");
+    }
 }

@@ -12,11 +12,11 @@ use crate::formats::atomic::{write_file, AtomicWriteError, Replace};
 /// Why a tensor file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorFileError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}\n(hint: check the path, and that the file is readable)")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a valid safetensors file ({problem}); it may be truncated or corrupt")]
+    #[error("{path} is not a valid safetensors file ({problem}); it may be truncated or corrupt\n(hint: restore or regenerate the file; a download or copy may have been cut short)")]
     Corrupt { path: PathBuf, problem: String },
-    #[error("{path}: tensor {name} has dtype {dtype}, which layercheck does not handle (f32, f16, bf16, f64, i64, i32, bool)")]
+    #[error("{path}: tensor {name} has dtype {dtype}, which layercheck does not handle (f32, f16, bf16, f64, i64, i32, bool)\n(hint: convert the tensor to one of these dtypes)")]
     Dtype { path: PathBuf, name: String, dtype: String },
     #[error(transparent)]
     Write(#[from] AtomicWriteError),
@@ -34,6 +34,7 @@ impl TensorFile {
     pub fn read(path: &Path) -> Result<Self, TensorFileError> {
         let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io { path: path.to_path_buf(), source })?;
         let corrupt = |e: safetensors::SafeTensorError| TensorFileError::Corrupt { path: path.to_path_buf(), problem: e.to_string() };
+        crate::formats::safetensors_offsets::check_data_offsets(&bytes).map_err(|problem| TensorFileError::Corrupt { path: path.to_path_buf(), problem })?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
         let metadata = header.metadata().clone().unwrap_or_default();
         let parsed = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
@@ -44,7 +45,11 @@ impl TensorFile {
                 name: name.to_string(),
                 dtype: format!("{:?}", view.dtype()),
             })?;
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            // safetensors accepts any u64 dimension beside a zero one (no elements); libtorch's are i64.
+            let shape: Vec<i64> = view.shape().iter().map(|&d| i64::try_from(d)).collect::<Result<_, _>>().map_err(|_| TensorFileError::Corrupt {
+                path: path.to_path_buf(),
+                problem: format!("tensor {name} has shape {:?}, a dimension beyond {}", view.shape(), i64::MAX),
+            })?;
             let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
                 .map_err(|e| TensorFileError::Corrupt { path: path.to_path_buf(), problem: format!("tensor {name}: {e}") })?;
             tensors.push((name.to_string(), tensor));

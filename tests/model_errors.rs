@@ -188,12 +188,12 @@ fn prompts_are_left_padded_with_zero_and_too_long_prompts_refused() {
     let short = tokenizer.encode(&prompts[0]).unwrap();
     let long = tokenizer.encode(&prompts[1]).unwrap();
     let s = long.len() + 2;
-    let batch = TokenBatch::from_prompts(&prompts, &tokenizer, Some(s)).unwrap();
+    let batch = TokenBatch::from_prompts(&prompts, &tokenizer, Some(s), Path::new("p.txt")).unwrap();
     assert_eq!(batch.rows[0][..s - short.len()], vec![0; s - short.len()][..]);
     assert_eq!(batch.rows[0][s - short.len()..], short[..]);
     assert_eq!(batch.rows[1][2..], long[..]);
-    let err = TokenBatch::from_prompts(&prompts, &tokenizer, Some(long.len() - 1)).unwrap_err().to_string();
-    assert_contains(&err, &["prompt 1 is", "more than the sequence length", "hint: raise the sequence length"]);
+    let err = TokenBatch::from_prompts(&prompts, &tokenizer, Some(long.len() - 1), Path::new("p.txt")).unwrap_err().to_string();
+    assert_contains(&err, &["p.txt: prompt 1 is", "more than the sequence length", "hint: raise the sequence length"]);
 }
 
 #[test]

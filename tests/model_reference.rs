@@ -110,7 +110,7 @@ fn smollm2_matches_transformers_logits_and_greedy_tokens() {
     let tokenizer = Tokenizer::load(&dir).unwrap();
     for (i, prompt) in prompts.iter().enumerate() {
         let expected = f.get(&format!("hf.greedy.{i}")).unwrap();
-        let batch = TokenBatch::from_prompts(std::slice::from_ref(prompt), &tokenizer, None).unwrap();
+        let batch = TokenBatch::from_prompts(std::slice::from_ref(prompt), &tokenizer, None, Path::new("prompt")).unwrap();
         let new_tokens = expected.size()[1] as usize - batch.seq_len();
         let spec = RunSpec { mode: Mode::Generate, max_new_tokens: new_tokens, mask: AttentionMask::AttendPads };
         let got = run::capture(&model, &dir, &batch, &spec, Recorder::only([], None)).unwrap();

@@ -320,3 +320,60 @@ max_new_tokens = [2]
         assert_eq!(outcome.layers.len(), layercheck::hooks::ModuleKey::forward_order(3, case.mode == layercheck::capture::Mode::Generate).len());
     }
 }
+
+/// Issue 10, item 1: per-shape thresholds derived from seed CSV files (the README's default
+/// workflow) held the seed's cos, above 1 for f16, which a true cosine can never meet; a healthy
+/// cpu-f16 run of the same shape failed them while the same flow through compact files passed.
+/// Now they are the seed's cos mirrored at 1, at most 1, and the run passes both.
+#[test]
+fn per_shape_thresholds_from_seed_csvs_pass_a_healthy_f16_run() {
+    use layercheck::capture::Mode;
+    use layercheck::harness::evaluate::evaluate;
+    use layercheck::harness::matrix::Matrix;
+    use layercheck::harness::update::UpdateMode;
+    use layercheck::metrics_run::{generate, InputSource, MetricsFormat, MetricsRunOptions};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    for (format, dir) in [(MetricsFormat::SeedCsv, "csv"), (MetricsFormat::Compact, "compact")] {
+        let metrics = tmp.path().join(dir);
+        let opts = MetricsRunOptions {
+            model_path: root.join("models/tiny-granite"),
+            model_id: "tiny-granite".into(),
+            mode: Mode::ModelForward,
+            batch_sizes: vec![2],
+            seq_lengths: vec![32],
+            max_new_tokens: vec![4],
+            output_path: metrics.clone(),
+            format,
+            reference: "cpu-f32".parse().unwrap(),
+            target: "cpu-f16".parse().unwrap(),
+            inputs: InputSource::Prompts(root.join("tests/fixtures/prompts/tiny.txt")),
+            prompt_batches: 1,
+        };
+        generate(&opts, &NoProgress).unwrap();
+        let mut t = options(&metrics, true);
+        t.models = vec!["tiny-granite".into()];
+        t.output_path = tmp.path().join(format!("th-{dir}"));
+        t.percentile = 100.0;
+        let written = layercheck::thresholds::run(&t, &NoProgress).unwrap();
+        let file = ThresholdsFile::read(&written[0].0).unwrap();
+        let shape = &file.per_shape.as_ref().unwrap().shapes[0];
+        assert_eq!((shape.batch_size, shape.seq_length), (2, 32));
+        let highest = shape.layers.iter().filter_map(|(_, l)| l.cos_mean).fold(f64::NEG_INFINITY, f64::max);
+        assert!(highest <= 1.0, "{dir}: a per-shape cos_mean of {highest} can never be met by a true cosine");
+
+        // The suite on the same prompts and shape, held to these thresholds.
+        let text = format!(
+            "golden_dir = \"{g}\"\n[models.tiny-granite]\npath = \"models/tiny-granite\"\nprompts = \"tests/fixtures/prompts/tiny.txt\"\nthresholds = \"{th}\"\n[matrix]\nmodels = [\"tiny-granite\"]\ntargets = [\"cpu-f16\"]\nbatch_sizes = [2]\nseq_lengths = [32]\n",
+            g = tmp.path().join(format!("golden-{dir}")).display(),
+            th = written[0].0.display()
+        );
+        let matrix = Matrix::parse(root, &root.join("m.toml"), &text, |_| None).unwrap();
+        let outcome = evaluate(&matrix, &matrix.cases[0], None, UpdateMode::Update);
+        assert_eq!(outcome.setup_error, None, "{dir}");
+        assert!(outcome.notes.iter().any(|n| n.contains("per prompt, p100 at batch-size-2_seq-length-32")), "{dir}: {:?}", outcome.notes);
+        let failing: Vec<String> = outcome.layers.iter().filter(|l| !l.passed()).map(|l| format!("{}: {:?}", l.key, l.failures.first().map(|f| &f.1.reason))).collect();
+        assert!(failing.is_empty(), "{dir}: the run its thresholds were derived from fails them:\n{}", failing.join("\n"));
+    }
+}

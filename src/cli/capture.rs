@@ -32,7 +32,7 @@ pub struct CaptureArgs {
     #[command(flatten)]
     input: InputArgs,
     /// Sequence length prompts are left-padded to with id 0 (default: the longest prompt).
-    #[arg(long, requires = "prompts")]
+    #[arg(long, requires = "prompts", value_parser = super::positive)]
     seq_length: Option<usize>,
     /// attend-pads (the seed's way: pads attended, positions 0..S-1) or proper (pads masked).
     #[arg(long, default_value = "attend-pads")]
@@ -41,7 +41,7 @@ pub struct CaptureArgs {
     #[arg(long, default_value = "model-forward")]
     mode: Mode,
     /// New tokens in generate mode.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::positive)]
     max_new_tokens: usize,
     /// Also capture each module's input (stored as `input:{key}`).
     #[arg(long)]
@@ -76,7 +76,7 @@ impl InputArgs {
         let path = self.prompts.as_ref().ok_or("--input-ids FILE or --prompts FILE is needed (or --request FILE)")?;
         let prompts = read_prompts(path)?;
         let tokenizer = Tokenizer::load(model_path)?;
-        Ok(TokenBatch::from_prompts(&prompts, &tokenizer, seq_length)?)
+        Ok(TokenBatch::from_prompts(&prompts, &tokenizer, seq_length, path)?)
     }
 }
 

@@ -15,8 +15,8 @@ pub struct GenerateArgs {
     /// The model architecture, e.g. hf_pretrained (the only one layercheck reads).
     #[arg(long, default_value = "hf_pretrained")]
     architecture: String,
-    /// The model id used in file names, e.g. ibm-granite/granite-3.3-8b-instruct (default: the
-    /// model folder's name).
+    /// The model id used in file names, e.g. ibm-granite/granite-3.3-8b-instruct (default:
+    /// --model_path as given, as the seed takes it; '/' becomes '--' in file names).
     #[arg(long)]
     variant: Option<String>,
     /// The HF model folder (config.json, safetensors, tokenizer.json).
@@ -26,10 +26,10 @@ pub struct GenerateArgs {
     #[arg(long, required = true)]
     mode: Mode,
     /// Batch sizes separated by comma, e.g. 1,2.
-    #[arg(long = "batch_sizes", value_delimiter = ',', required = true)]
+    #[arg(long = "batch_sizes", value_delimiter = ',', required = true, value_parser = super::positive)]
     batch_sizes: Vec<usize>,
     /// Sequence lengths separated by comma, e.g. 64,2048.
-    #[arg(long = "seq_lengths", value_delimiter = ',', required = true)]
+    #[arg(long = "seq_lengths", value_delimiter = ',', required = true, value_parser = super::positive)]
     seq_lengths: Vec<usize>,
     /// Max numbers of new tokens separated by comma, e.g. 64,128.
     #[arg(long = "max_new_tokens", value_delimiter = ',', required = true)]
@@ -64,19 +64,22 @@ fn parse_format(s: &str) -> Result<MetricsFormat, String> {
     match s {
         "seed-csv" => Ok(MetricsFormat::SeedCsv),
         "compact" => Ok(MetricsFormat::Compact),
-        other => Err(format!("unknown format \"{other}\" (expected seed-csv or compact)")),
+        other => Err(format!("unknown format \"{other}\"\n(hint: --format seed-csv (the seed's CSV files) or --format compact)")),
     }
 }
 
 pub fn run(args: GenerateArgs) -> super::CliResult {
     if args.architecture != "hf_pretrained" {
-        return Err(format!("--architecture {} is not supported: layercheck reads HF model folders (hf_pretrained)", args.architecture).into());
+        return Err(format!("--architecture {} is not supported: layercheck reads HF model folders (hf_pretrained)\n(hint: drop --architecture, or pass --architecture hf_pretrained)", args.architecture).into());
+    }
+    if args.mode == Mode::Generate && args.max_new_tokens.contains(&0) {
+        return Err("--max_new_tokens 0 in generate mode would generate nothing\n(hint: give at least 1 new token, or --mode model-forward)".into());
     }
     let inputs = match (args.sharegpt_path, args.input_ids, args.prompts) {
         (Some(p), _, _) => InputSource::ShareGpt(p),
         (_, Some(p), _) => InputSource::Ids(p),
         (_, _, Some(p)) => InputSource::Prompts(p),
-        _ => return Err("give the inputs: --sharegpt_path (as the seed), --input-ids or --prompts".into()),
+        _ => return Err("no inputs given\n(hint: pass --sharegpt_path (as the seed), --input-ids or --prompts)".into()),
     };
     let model_id = args.variant.clone().unwrap_or_else(|| metrics_run::model_id_of(&args.model_path));
     let opts = MetricsRunOptions {

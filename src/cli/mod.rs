@@ -51,6 +51,15 @@ enum Command {
     SuiteCuda,
 }
 
+/// A clap value parser for counts that must be at least 1 (sizes, lengths, tokens).
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1\n(hint: sizes, lengths and token counts are whole numbers from 1)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("\"{s}\" is not a whole number\n(hint: sizes, lengths and token counts are whole numbers from 1)")),
+    }
+}
+
 /// Any error a subcommand reports; `main` prints it after `error: `.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -48,6 +48,14 @@ pub fn run(args: ReportArgs) -> CliResult {
         (None, Some(compact)) => {
             let file = CompactFile::read(compact)?;
             let thresholds = args.thresholds.as_deref().map(ThresholdsFile::read).transpose()?;
+            if let (Some(t), Some(path)) = (&thresholds, &args.thresholds) {
+                t.validate(path)?;
+            }
+            for (flag, v) in [("--rtol", args.rtol), ("--atol", args.atol)] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(format!("{flag} {v}: a margin is a finite number at least 0\n(hint: deepview's margins are --rtol 0.05 --atol 1e-6)").into());
+                }
+            }
             let margins = Margins { rtol: args.rtol, atol: args.atol };
             let name = compact.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             // clap enforces --out with --compact.

@@ -53,7 +53,7 @@ pub fn run(args: RunArgs) -> super::CliResult {
     }
     if ran == 0 {
         let shard = selection.shard.map_or(String::new(), |s| format!(" in shard {s}"));
-        return Err(format!("no case of the matrix{shard} matched --models/--targets").into());
+        return Err(format!("no case of the matrix{shard} matched --models/--targets (or every case's target is unavailable here)\n(hint: --models and --targets take names from the matrix's [matrix] models and targets)").into());
     }
     if failed_cases > 0 {
         return Err(format!("{failed_cases} of {ran} case(s) failed").into());

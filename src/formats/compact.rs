@@ -341,6 +341,7 @@ impl CompactFile {
     pub fn read(path: &Path) -> Result<CompactFile, CompactError> {
         let bytes = std::fs::read(path).map_err(|source| CompactError::Read { path: path.to_path_buf(), source })?;
         let invalid = |problem: String| CompactError::Invalid { path: path.to_path_buf(), problem };
+        super::safetensors_offsets::check_data_offsets(&bytes).map_err(invalid)?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(e.to_string()))?;
         let mut metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
         let case = check_format_and_case(&mut metadata, path)?;
@@ -361,15 +362,25 @@ impl CompactFile {
         let (summaries, items, cos) = (f64s("summaries")?, f64s("item_summaries")?, f64s("cos_sim")?);
         let k = SUMMARY_FIELDS.len();
         let summary_at = |v: &[f64], i: usize| -> Option<LayerSummary> {
-            let row: &[f64; 18] = v.get(i * k..(i + 1) * k)?.try_into().ok()?;
+            let start = i.checked_mul(k)?;
+            let row: &[f64; 18] = v.get(start..start.checked_add(k)?)?.try_into().ok()?;
             Some(LayerSummary::from_array(row))
         };
+        // Offsets come from the file: checked, and each record's ranges must start where the
+        // previous record's end, as the writer lays them out (so that no two records share rows,
+        // which would let a small file expand into a huge one).
+        let (mut next_item, mut next_cos) = (0usize, 0usize);
         let mut out = Vec::with_capacity(records.len());
         for (i, r) in records.into_iter().enumerate() {
             let bad = |what: &str| invalid(format!("record {i} ({}): {what} out of range", r.key));
+            let range = |[offset, count]: [usize; 2], next: usize| Some(offset..offset.checked_add(count)?).filter(|r| r.start == next);
             let summary = summary_at(&summaries, i).ok_or_else(|| bad("summary"))?;
-            let item_list = (r.items[0]..r.items[0] + r.items[1]).map(|j| summary_at(&items, j)).collect::<Option<Vec<_>>>().ok_or_else(|| bad("items"))?;
-            let cos_values = cos.get(r.cos[0]..r.cos[0] + r.cos[1]).ok_or_else(|| bad("cos"))?.to_vec();
+            let item_rows = range(r.items, next_item).ok_or_else(|| bad("items"))?;
+            next_item = item_rows.end;
+            let item_list = item_rows.map(|j| summary_at(&items, j)).collect::<Option<Vec<_>>>().ok_or_else(|| bad("items"))?;
+            let cos_range = range(r.cos, next_cos).ok_or_else(|| bad("cos"))?;
+            next_cos = cos_range.end;
+            let cos_values = cos.get(cos_range).ok_or_else(|| bad("cos"))?.to_vec();
             out.push(CompactRecord {
                 key: r.key,
                 reference_shape: r.reference_shape,

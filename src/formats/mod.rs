@@ -7,6 +7,8 @@
 //! - [`py_float`]: Python's `repr(float)` and `float(str)`, the number syntax of both seed files.
 //! - [`py_json`]: Python's `json.dump` output (NaN, Infinity, repr floats) and a tolerant reader.
 //! - [`atomic`]: write to a temporary file, then rename into place, never over an existing file.
+//! - [`safetensors_offsets`]: tensor offsets checked against the file's length before the
+//!   `safetensors` crate reads a file.
 
 pub mod atomic;
 pub mod case;
@@ -14,4 +16,5 @@ pub mod compact;
 pub mod metric_files;
 pub mod py_float;
 pub mod py_json;
+pub mod safetensors_offsets;
 pub mod seed_csv;

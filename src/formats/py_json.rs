@@ -22,7 +22,14 @@ pub enum PyJsonError {
     /// The text is not JSON (nor JSON5).
     #[error("not valid JSON: {0}")]
     Syntax(String),
+    /// Arrays and objects nest deeper than [`MAX_DEPTH`] (the JSON5 parser recurses, and would
+    /// overflow the stack).
+    #[error("not valid JSON here: arrays and objects nest deeper than {MAX_DEPTH} levels")]
+    TooDeep,
 }
+
+/// The deepest nesting of arrays and objects [`PyJson::parse`] reads (serde_json's limit too).
+pub const MAX_DEPTH: usize = 128;
 
 /// A JSON value with the range of Python's: non-finite floats, ordered objects, integers apart
 /// from floats.
@@ -47,6 +54,9 @@ pub enum PyJson {
 impl PyJson {
     /// Parses JSON (with Python's `NaN`/`Infinity`) or JSON5 text.
     pub fn parse(text: &str) -> Result<PyJson, PyJsonError> {
+        if nesting_depth(text) > MAX_DEPTH {
+            return Err(PyJsonError::TooDeep);
+        }
         json5::from_str::<PyJson>(text).map_err(|e| PyJsonError::Syntax(e.to_string()))
     }
 
@@ -127,6 +137,52 @@ impl PyJson {
             PyJson::Object(_) => "an object",
         }
     }
+}
+
+/// The deepest nesting of `[` and `{` in JSON5 text, outside strings and comments (an upper
+/// bound of the parsed value's depth; brackets the parser would reject count too).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        s if s == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for s in chars.by_ref() {
+                    if s == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for s in chars.by_ref() {
+                    if star && s == '/' {
+                        break;
+                    }
+                    star = s == '*';
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// `float.__repr__` as `json` uses it: `NaN`, `Infinity`, `-Infinity` for the non-finite.
@@ -277,6 +333,20 @@ mod tests {
         let nan = PyJson::parse("[NaN]").unwrap();
         assert!(matches!(nan, PyJson::Array(ref a) if a[0].as_f64().unwrap().is_nan()));
         assert!(PyJson::parse("{\"a\": }").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // Found by tests/fuzz_readers.rs: 100000 nested arrays aborted the process (stack overflow
+        // in the JSON5 parser), which no caller can catch.
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(matches!(PyJson::parse(&deep(100_000)), Err(PyJsonError::TooDeep)));
+        assert!(matches!(PyJson::parse(&format!("{{\"a\": {}}}", deep(MAX_DEPTH))), Err(PyJsonError::TooDeep)));
+        assert!(PyJson::parse(&deep(MAX_DEPTH)).is_ok(), "{MAX_DEPTH} levels are read");
+        // Brackets in strings and comments do not count.
+        let quoted = format!("[\"{0}\", '{0}', /* {0} */ 1 // {0}\n]", "[".repeat(1000));
+        assert_eq!(PyJson::parse(&quoted).unwrap(), PyJson::Array(vec![PyJson::Str("[".repeat(1000)), PyJson::Str("[".repeat(1000)), PyJson::Int(1)]));
+        assert_eq!(nesting_depth(r#"{"a\"[": ['\'{', {}]}"#), 3);
     }
 
     #[test]

@@ -61,14 +61,14 @@ pub fn case_batch(model_dir: &Path, prompts_file: &Path, batch_size: usize, seq_
             chosen.len()
         ));
     }
-    TokenBatch::from_prompts(&chosen, &tokenizer, Some(seq_len)).map_err(|e| e.to_string())
+    TokenBatch::from_prompts(&chosen, &tokenizer, Some(seq_len), prompts_file).map_err(|e| e.to_string())
 }
 
 fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, update: UpdateMode, notes: &mut Vec<String>) -> SetupResult<Vec<LayerOutcome>> {
     let entry: &ModelEntry = matrix.model(case);
     let model_dir = matrix.resolve(&entry.path);
     if !model_dir.join("config.json").exists() {
-        return Err(format!("model folder {} has no config.json\n(hint: the matrix entry [models.{}] points there; see README \"Models\")", model_dir.display(), case.model));
+        return Err(format!("model folder {} has no config.json\n(hint: the matrix entry [models.{}] points there; see README \"Supported models\")", model_dir.display(), case.model));
     }
     let batch = case_batch(&model_dir, &matrix.resolve(&entry.prompts), case.batch_size, case.seq_len)?;
     let ids = batch.to_tensor();
@@ -101,7 +101,12 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             let request = request_for(case, &model_dir, &batch, &golden, &store.path(case))?;
             let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
             let (capture, _stderr) = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
-            external_records(capture, &request, &format!("the capture of target {}'s command", case.target))?
+            let source_name = format!("the capture of target {}'s command", case.target);
+            check_capture(&capture, &request, &source_name).map_err(|e| e.to_string())?;
+            if case.feed == Feed::Cumulative {
+                save_capture(&capture, case, notes)?;
+            }
+            external_records(capture, &request, &source_name)?
         }
         TargetSpec::Captures { dir } => {
             if case.feed == Feed::Isolated {
@@ -167,6 +172,24 @@ fn builtin_records(
     run::execute(&model, batch, spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
     Ok(listener.recorder.records.into_iter().map(|r| (r.name, r.key, Ok(r.output))).collect())
 }
+
+/// With `LAYERCHECK_SAVE_CAPTURES=DIR`, keeps a command target's checked capture in `DIR` in the
+/// golden layout (what a `captures` target reads): record a device's runs once, replay them where
+/// there is no device.
+fn save_capture(capture: &Capture, case: &CaseId, notes: &mut Vec<String>) -> SetupResult<()> {
+    let Some(dir) = std::env::var_os(SAVE_CAPTURES_VAR).filter(|d| !d.is_empty()) else { return Ok(()) };
+    let path = capture_path(Path::new(&dir), case);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{SAVE_CAPTURES_VAR}: cannot make {}: {e}", parent.display()))?;
+    }
+    capture.write(&path).map_err(|e| format!("{SAVE_CAPTURES_VAR}: {e}"))?;
+    notes.push(format!("capture saved to {}", path.display()));
+    eprintln!("layercheck: saved the capture of {case} to {}", path.display());
+    Ok(())
+}
+
+/// The variable that names where command targets' captures are kept.
+pub const SAVE_CAPTURES_VAR: &str = "LAYERCHECK_SAVE_CAPTURES";
 
 /// The records of an external runner's capture, checked against the case's request, in the
 /// reference's order.

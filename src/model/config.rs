@@ -82,11 +82,7 @@ impl ModelConfig {
 
     /// Parses and validates the text of a `config.json`; `file` names it in errors.
     pub fn from_json(text: &str, file: &Path) -> Result<Self, ModelError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
-            path: file.to_path_buf(),
-            field: String::new(),
-            problem: format!("is not valid JSON: {e}"),
-        })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::ConfigJson { path: file.to_path_buf(), problem: e.to_string() })?;
         let Value::Object(map) = value else {
             return Err(cfg_err(file, "", "must be a JSON object".into()));
         };
@@ -195,6 +191,10 @@ impl ConfigReader {
         };
         if head_dim % 2 != 0 {
             return Err(self.err("head_dim", format!("= {head_dim} must be even for rotary embeddings")));
+        }
+        // q_width(); kv_width() is no larger, num_key_value_heads dividing num_attention_heads.
+        if num_heads.checked_mul(head_dim).is_none() {
+            return Err(self.err("head_dim", format!("= {head_dim} times num_attention_heads = {num_heads} does not fit a 64-bit integer")));
         }
         let rms_norm_eps = self.float_or("rms_norm_eps", 1e-6)?;
         // RMSNorm divides by sqrt(mean(x^2) + eps): eps <= 0 gives inf or NaN on a zero row.

@@ -18,6 +18,8 @@ use crate::target::TargetError;
 pub enum ModelError {
     #[error("{path}: {source}\n(hint: {hint})")]
     Io { path: PathBuf, source: std::io::Error, hint: &'static str },
+    #[error("{path} is not valid JSON: {problem}\n(hint: an HF model folder's config.json is a JSON object of the model's settings)")]
+    ConfigJson { path: PathBuf, problem: String },
     #[error("{path} is missing\n(hint: {hint})")]
     MissingFile { path: PathBuf, hint: &'static str },
     #[error("{path}: field \"{field}\" {problem}\n(hint: layercheck refuses a config it cannot honour rather than run a different model; see README \"Supported models\")")]

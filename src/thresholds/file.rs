@@ -175,7 +175,7 @@ impl ThresholdsFile {
         let invalid = |field: String, problem: String| ThresholdsError::Invalid { path: path.to_path_buf(), field, problem };
         let last = self.model_id.rsplit("--").next().unwrap_or(&self.model_id);
         if !names.iter().any(|n| *n == self.model_id || *n == last) {
-            return Err(invalid("model_id".into(), format!("is \"{}\", but the file is applied to model {}: it holds another model's thresholds", self.model_id, names.join(" / "))));
+            return Err(invalid("model_id".into(), format!("is \"{}\", but the file is applied to model {}: it holds another model's thresholds (if they are this model's, set \"model_id\" to \"{}\")", self.model_id, names.join(" / "), names[0])));
         }
         let mut keys: Vec<&str> = Vec::new();
         for (_, m) in &self.metrics {

@@ -95,10 +95,10 @@ pub enum ThresholdsError {
     #[error("{}: {field} {problem}\n(hint: thresholds are derived for one model from a healthy baseline (`layercheck generate`, then `layercheck thresholds`, README \"Thresholds\"); re-derive them, or correct the file)", .path.display())]
     Invalid { path: PathBuf, field: String, problem: String },
     /// A case's seed CSV files are not in pairs: a run was cut short.
-    #[error("case {prefix} in {file_base} is partial: record {record} has a {has} file but no {lacks} file (a run cut short?); its thresholds would be of part of a run\n(hint: remove the case's files ({prefix}--*) and generate it again)")]
+    #[error("case {prefix} in {file_base} is partial: record {record} has its {has} file but not its {lacks} file (a run cut short?); its thresholds would be of part of a run\n(hint: remove the case's files ({prefix}--*) and generate it again)")]
     PartialCase { prefix: String, file_base: PathBuf, record: String, has: &'static str, lacks: &'static str },
     /// The percentile is out of range.
-    #[error("percentile {0} is not in [0, 100]")]
+    #[error("percentile {0} is not in [0, 100]\n(hint: --percentile 99 (the default) or 100 (the largest observation))")]
     BadPercentile(f64),
 }
 

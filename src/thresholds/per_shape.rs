@@ -137,7 +137,8 @@ impl PerShapeThresholds {
         let Some(PyJson::Object(shapes)) = v.get("shapes") else { return Err(at("no \"shapes\" object")) };
         let mut out = Vec::new();
         for (name, s) in shapes {
-            let int = |k: &str| s.get(k).and_then(PyJson::as_f64).filter(|x| *x >= 0.0 && x.fract() == 0.0).map(|x| x as u64);
+            // Below 2^63: larger ones would saturate here and not be written back as read.
+            let int = |k: &str| s.get(k).and_then(PyJson::as_f64).filter(|x| *x >= 0.0 && *x < i64::MAX as f64 && x.fract() == 0.0).map(|x| x as u64);
             let (Some(batch_size), Some(seq_length)) = (int("batch_size"), int("seq_length")) else {
                 return Err(at(&format!("shape {name} lacks batch_size / seq_length")));
             };
@@ -277,7 +278,8 @@ impl Observations {
 /// the whole file is one observation.
 pub fn observation_len(values_len: usize, metric_shape: Option<&[i64]>, gpu_dims: usize) -> usize {
     let Some(shape) = metric_shape else { return values_len.max(1) };
-    let per_tensor: i64 = shape.iter().product();
+    // A header is outside input: a product that overflows is as unusable as a negative one.
+    let per_tensor = shape.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d)).unwrap_or(0);
     if per_tensor <= 0 || !values_len.is_multiple_of(per_tensor as usize) {
         return values_len.max(1);
     }
