@@ -45,13 +45,18 @@ max_new_tokens = [4]
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root()).args(args);
+    without_suite_env(&mut cmd).envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
+/// Clears the suite's variables (and CI's, nextest's) that this test process may have from `cmd`.
+fn without_suite_env(cmd: &mut Command) -> &mut Command {
     for (k, _) in std::env::vars() {
         if k.starts_with("LAYERCHECK_") || k == "CI" || k.starts_with("NEXTEST") {
             cmd.env_remove(k);
         }
     }
-    cmd.envs(env.iter().copied());
-    cmd.output().unwrap()
+    cmd
 }
 
 fn text(o: &Output) -> String {
@@ -207,11 +212,16 @@ fn nextest_lists_filters_partitions_and_runs_ignored_tests_as_a_user_would() {
     let (ok, failed, _) = outcomes(&out);
     assert_eq!(ok.len() + failed.len(), 1, "{}", text(&out));
 
-    // Two partitions: disjoint, and together every test that is not ignored.
+    // Two partitions: disjoint, and together every test that is not ignored; but they split the
+    // tests of a case, so each partition computes every case (why LAYERCHECK_SHARD exists).
+    let runnable_cases: BTreeSet<String> = listed.iter().filter(|(_, i)| !i).map(|(n, _)| case_of(n).to_string()).collect();
     let mut seen = Vec::new();
     for part in ["count:1/2", "count:2/2"] {
-        let out = cargo(&["nextest", "run", "--test", "layers", "--no-fail-fast", "--partition", part], &env);
+        let out = cargo(&["nextest", "run", "--test", "layers", "--no-fail-fast", "--no-capture", "--partition", part], &env);
         let (pass, fail) = nextest_ran(&out);
+        let mut cases = computed(&out);
+        cases.sort();
+        assert_eq!(cases, runnable_cases.iter().cloned().collect::<Vec<_>>(), "{}", text(&out));
         seen.push(pass.union(&fail).cloned().collect::<BTreeSet<String>>());
     }
     assert!(seen[0].is_disjoint(&seen[1]));
@@ -249,19 +259,24 @@ fn cpu_bf16_fails_against_f16_thresholds_from_the_embedding_on() {
     assert!(text(&out).contains("40 of 40 layers fail; the first failing layer is model.base_model.embedding"), "{}", text(&out));
 }
 
+/// The `layers` test binary, built by cargo.
+fn layers_binary() -> PathBuf {
+    let out = cargo(&["test", "--test", "layers", "--no-run", "--message-format=json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == "layers")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the layers test binary")
+}
+
 /// The test processes of the suite must not load libtorch: its static initialisers alone take
 /// about 0.4 s per process, which nextest (a process per test) would pay for every layer. The
 /// dynamic loader's own trace (glibc's LD_DEBUG) lists what a `--list` of the suite loads.
 #[test]
 fn the_suite_test_processes_load_no_libtorch() {
-    let out = cargo(&["test", "--test", "layers", "--no-run", "--message-format=json"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let exe = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["target"]["name"] == "layers")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo names the layers test binary");
+    let exe = layers_binary();
     let run = Command::new(&exe).current_dir(root()).arg("--list").env("LD_DEBUG", "libs").output().unwrap();
     // The libraries whose initialisers ran ("calling init: <path>").
     let inits = |stderr: &[u8]| -> Vec<String> { String::from_utf8_lossy(stderr).lines().filter_map(|l| Some(l.split_once("calling init: ")?.1.to_string())).collect() };
@@ -271,4 +286,99 @@ fn the_suite_test_processes_load_no_libtorch() {
     // ...while the binary that computes the cases does (the check above can fail).
     let layercheck = Command::new(env!("CARGO_BIN_EXE_layercheck")).arg("--version").env("LD_DEBUG", "libs").output().unwrap();
     assert!(inits(&layercheck.stderr).iter().any(|l| l.contains("libtorch_cpu.so")));
+}
+
+/// The case of a test name (`CASE::LAYER`).
+fn case_of(name: &str) -> &str {
+    name.rsplit_once("::").unwrap().0
+}
+
+/// The cases computed, one entry per computation: the engine prints `layercheck: report of CASE:
+/// PATH` after each complete forward of a case.
+fn computed(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr).lines().filter_map(|l| Some(l.split_once("layercheck: report of ")?.1.split_once(": ")?.0.to_string())).collect()
+}
+
+/// Asserts that `shards` (test names per shard) are disjoint, cover `expected`, and give each
+/// case's tests to one shard.
+fn assert_whole_cases(shards: &[BTreeSet<String>], expected: &BTreeSet<String>, what: &str) {
+    let all: BTreeSet<String> = shards.iter().flatten().cloned().collect();
+    assert_eq!(shards.iter().map(BTreeSet::len).sum::<usize>(), all.len(), "{what}: shards overlap: {shards:#?}");
+    assert_eq!(&all, expected, "{what}");
+    let cases: Vec<BTreeSet<&str>> = shards.iter().map(|s| s.iter().map(|n| case_of(n)).collect()).collect();
+    assert!(cases[0].is_disjoint(&cases[1]), "{what}: a case in both shards: {cases:?}");
+}
+
+/// LAYERCHECK_SHARD=k/n gives each machine whole cases, listed and run by `cargo test`, by
+/// `cargo nextest run` from an archive built once (README's recipe for CI machines), and by
+/// `layercheck run`; over the shards every test runs once and every case is computed once.
+#[test]
+fn shards_run_every_test_once_and_compute_each_case_once_in_the_fleet() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Six cases: two targets that run here, in both modes, and CUDA's (ignored where no GPU).
+    let m = matrix(tmp.path(), &root().join("golden"), &root().join("models/tiny-granite"), "\"cpu-f16\", \"cpu-f32\", \"cuda-f16\"", "\"cumulative\"", "\"model-forward\", \"generate\"");
+    let reports = tmp.path().join("reports");
+    let (m, reports) = (m.to_str().unwrap(), reports.to_str().unwrap());
+    let base = [("LAYERCHECK_MATRIX", m), ("LAYERCHECK_REPORT_DIR", reports)];
+    let env = |shard: &'static str| [base[0], base[1], ("LAYERCHECK_SHARD", shard)];
+    let listed = nextest_list(&base);
+    let cases: BTreeSet<&str> = listed.iter().map(|(n, _)| case_of(n)).collect();
+    assert_eq!(cases.len(), 6, "{cases:?}");
+    let runnable: BTreeSet<String> = listed.iter().filter(|(_, ignored)| !ignored).map(|(n, _)| n.clone()).collect();
+    let runnable_cases: BTreeSet<String> = runnable.iter().map(|n| case_of(n).to_string()).collect();
+    let every: BTreeSet<String> = listed.iter().map(|(n, _)| n.clone()).collect();
+
+    // Listing (nextest's too): the shards' lists are disjoint and cover the list, whole cases.
+    let lists: Vec<BTreeSet<String>> = ["1/2", "2/2"].iter().map(|s| nextest_list(&env(s)).into_iter().map(|(n, _)| n).collect()).collect();
+    assert_whole_cases(&lists, &every, "nextest list");
+
+    // cargo test: each shard runs its list, and computes each of its cases once.
+    let mut ran = Vec::new();
+    let mut fleet = Vec::new();
+    for (k, shard) in ["1/2", "2/2"].into_iter().enumerate() {
+        let out = cargo(&["test", "-q", "--test", "layers"], &env(shard));
+        let (ok, failed, ignored) = outcomes(&out);
+        let run: BTreeSet<String> = ok.union(&failed).cloned().collect();
+        let shown: BTreeSet<String> = run.union(&ignored).cloned().collect();
+        assert_eq!(shown, lists[k], "cargo test ran another list than was listed for {shard}:\n{}", text(&out));
+        let mine: BTreeSet<&str> = lists[k].iter().map(|n| case_of(n)).collect();
+        assert!(text(&out).contains(&format!("LAYERCHECK_SHARD={shard}: {} of the matrix's 6 cases", mine.len())), "{}", text(&out));
+        fleet.extend(computed(&out));
+        ran.push(run);
+    }
+    assert_whole_cases(&ran, &runnable, "cargo test");
+    fleet.sort();
+    assert_eq!(fleet, runnable_cases.iter().cloned().collect::<Vec<_>>(), "each runnable case computed exactly once over the shards");
+
+    // nextest from an archive built once: a process per test, the same shards, each case once.
+    let archive = tmp.path().join("layers.tar.zst");
+    let out = cargo(&["nextest", "archive", "--test", "layers", "--archive-file", archive.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut ran = Vec::new();
+    let mut fleet = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let out = cargo(&["nextest", "run", "--archive-file", archive.to_str().unwrap(), "--workspace-remap", ".", "--no-fail-fast", "--no-capture"], &env(shard));
+        let (pass, fail) = nextest_ran(&out);
+        fleet.extend(computed(&out));
+        ran.push(pass.union(&fail).cloned().collect::<BTreeSet<String>>());
+    }
+    assert_whole_cases(&ran, &runnable, "nextest from an archive");
+    fleet.sort();
+    assert_eq!(fleet, runnable_cases.iter().cloned().collect::<Vec<_>>(), "each runnable case computed exactly once over nextest's shards");
+
+    // layercheck run: the same shard's cases (CUDA's printed as skipped where no GPU).
+    let out = without_suite_env(Command::new(env!("CARGO_BIN_EXE_layercheck")).current_dir(root()).arg("run").envs(env("1/2"))).output().unwrap();
+    let printed: BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("tiny-granite::")).filter_map(|l| Some(l.split_once(": ")?.0.to_string())).collect();
+    let first: BTreeSet<String> = lists[0].iter().map(|n| case_of(n).to_string()).collect();
+    assert_eq!(printed, first, "{}", text(&out));
+
+    // A bad value stops the listing with exit code 2, naming the variable, the value and a hint.
+    let exe = layers_binary();
+    for (value, problem) in [("3/2", "k = 3 is past n = 2"), ("count:1/2", "nextest's --partition syntax"), ("7/7", "the matrix has 6 case(s)")] {
+        let out = without_suite_env(Command::new(&exe).current_dir(root()).arg("--list")).env("LAYERCHECK_MATRIX", m).env("LAYERCHECK_SHARD", value).output().unwrap();
+        let t = text(&out);
+        assert!(out.status.code() == Some(2) && t.contains(&format!("LAYERCHECK_SHARD={value}: ")) && t.contains(problem) && t.contains("hint"), "{value}: {:?}\n{t}", out.status);
+    }
+    let out = cargo(&["nextest", "list", "--test", "layers"], &[("LAYERCHECK_MATRIX", m), ("LAYERCHECK_SHARD", "0/2")]);
+    assert!(!out.status.success() && text(&out).contains("LAYERCHECK_SHARD=0/2: k is 0"), "{}", text(&out));
 }

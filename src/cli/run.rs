@@ -1,7 +1,7 @@
 //! `layercheck run`: the main job. Runs every case of the test matrix (layercheck.toml and its
-//! LAYERCHECK_* overrides) once and prints, per case, each layer's worst metrics against its
-//! thresholds and the first layer that fails. The per-layer test suite (`cargo test --test
-//! layers`) checks the same cases, one test per layer.
+//! LAYERCHECK_* overrides; with LAYERCHECK_SHARD=k/n, that shard's cases) once and prints, per
+//! case, each layer's worst metrics against its thresholds and the first layer that fails. The
+//! per-layer test suite (`cargo test --test layers`) checks the same cases, one test per layer.
 
 use layercheck::harness::evaluate::evaluate;
 use layercheck::harness::outcome::CaseOutcome;
@@ -27,9 +27,14 @@ pub fn run(args: RunArgs) -> super::CliResult {
     let root = std::env::current_dir()?;
     let matrix = Matrix::from_env(&root)?;
     let update = UpdateMode::from_env()?;
+    // LAYERCHECK_SHARD=k/n: this machine's whole cases, as in the per-layer suite.
+    let selection = layercheck_suite::shard::Selection::from_env(&matrix)?;
+    if let Some(note) = selection.note() {
+        eprintln!("{note}");
+    }
     let mut failed_cases = 0;
     let mut ran = 0;
-    for case in &matrix.cases {
+    for case in &selection.cases {
         if (!args.targets.is_empty() && !args.targets.contains(&case.target)) || (!args.models.is_empty() && !args.models.contains(&case.model)) {
             continue;
         }
@@ -47,7 +52,8 @@ pub fn run(args: RunArgs) -> super::CliResult {
         layercheck::report::write_harness_report(&outcome, &matrix.margins);
     }
     if ran == 0 {
-        return Err("no case of the matrix matched --models/--targets (or every case's target is unavailable here)\n(hint: --models and --targets take names from the matrix's [matrix] models and targets)".into());
+        let shard = selection.shard.map_or(String::new(), |s| format!(" in shard {s}"));
+        return Err(format!("no case of the matrix{shard} matched --models/--targets (or every case's target is unavailable here)\n(hint: --models and --targets take names from the matrix's [matrix] models and targets)").into());
     }
     if failed_cases > 0 {
         return Err(format!("{failed_cases} of {ran} case(s) failed").into());

@@ -15,6 +15,7 @@ pub mod module_key;
 pub mod outcome;
 pub mod report_dir;
 pub mod runner;
+pub mod shard;
 pub mod target;
 pub mod test_name;
 pub mod update;

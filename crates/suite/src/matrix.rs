@@ -5,7 +5,8 @@
 //! Overrides (comma-separated lists, replacing the file's `[matrix]` entry):
 //! `LAYERCHECK_MODELS`, `LAYERCHECK_TARGETS`, `LAYERCHECK_MODES`, `LAYERCHECK_FEEDS`,
 //! `LAYERCHECK_BATCH_SIZES`, `LAYERCHECK_SEQ_LENGTHS`, `LAYERCHECK_MAX_NEW_TOKENS`;
-//! `LAYERCHECK_MATRIX` names another matrix file.
+//! `LAYERCHECK_MATRIX` names another matrix file. `LAYERCHECK_SHARD=k/n` then keeps one shard of
+//! the cases (each case whole) for listing: see `shard.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,7 @@ use crate::message;
 use crate::mode::Mode;
 use crate::module_key::ModuleKey;
 use crate::outcome::CaseOutcome;
+use crate::shard::Selection;
 use crate::target::DeviceKind;
 use crate::test_name::{CaseId, Check, TestName};
 use crate::update::UpdateMode;
@@ -34,16 +35,24 @@ pub fn main(engine: Engine) -> ExitCode {
     let root = std::env::current_dir().unwrap_or_else(|_| ".".into());
     // The update mode is read (and refused under CI) here, before any test runs, and again by
     // the engine, which inherits this environment.
-    let setup = Matrix::from_env(&root).map_err(|e| e.to_string()).and_then(|m| UpdateMode::from_env().map(|_| m).map_err(|e| e.to_string()));
-    let matrix = match setup {
-        Ok(m) => m,
+    // The shard (LAYERCHECK_SHARD) applies here, at listing: under nextest too, which lists, then
+    // runs a process per listed test.
+    let setup = Matrix::from_env(&root)
+        .map_err(|e| e.to_string())
+        .and_then(|m| UpdateMode::from_env().map(|_| m).map_err(|e| e.to_string()))
+        .and_then(|m| Selection::from_env(&m).map(|s| (m, s)).map_err(|e| e.to_string()));
+    let (matrix, selection) = match setup {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(note) = selection.note().filter(|_| !args.list && !args.exact) {
+        eprintln!("{note}");
+    }
     let suite = Arc::new(Suite { root, matrix, engine, cache: CaseCache::from_env() });
-    let names = list(&suite.matrix, &args);
+    let names = list(&suite.matrix, &selection.cases, &args);
     // One test (nextest's `--exact NAME`, a process per test): run it on this thread; starting
     // libtest-mimic's pool of threads would cost more than the test (0.8 ms of 2.7 ms measured).
     if names.len() == 1 && args.test_threads.is_none() {
@@ -53,17 +62,23 @@ pub fn main(engine: Engine) -> ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
-/// Every test name of the matrix, in order; `--exact NAME` takes a fast path that lists only it.
-fn list(matrix: &Matrix, args: &Arguments) -> Vec<TestName> {
+/// Every test name of the selected `cases`, in order; `--exact NAME` takes a fast path that lists
+/// only it.
+fn list(matrix: &Matrix, cases: &[CaseId], args: &Arguments) -> Vec<TestName> {
     if let (true, Some(filter)) = (args.exact, &args.filter) {
         if let Ok(name) = filter.parse::<TestName>() {
-            if matrix.cases.contains(&name.case) {
+            if cases.contains(&name.case) {
                 return vec![name];
             }
         }
     }
+    test_names(matrix, cases)
+}
+
+/// The test names of `cases` of `matrix`: per case its layers in forward order, then its summary.
+pub fn test_names(matrix: &Matrix, cases: &[CaseId]) -> Vec<TestName> {
     let mut names = Vec::new();
-    for case in &matrix.cases {
+    for case in cases {
         for key in layer_keys(matrix, case) {
             names.push(TestName { case: case.clone(), check: Check::Layer(key) });
         }
