@@ -4,10 +4,13 @@
 //! # Bound
 //!
 //! The whole file runs in CI in at most 60 s on 2 cores: each reader has a default number of cases
-//! (`CASES_*` below) chosen so that `cargo test --test fuzz_readers` takes about 25 s there
-//! (measured, see the README's test section). `PROPTEST_CASES=N` sets every reader's count
-//! instead (`PROPTEST_CASES=20000 cargo test --release --test fuzz_readers` for a long local
-//! run). A failure prints the minimal recipe (seed file and edits) that reproduces it.
+//! (`CASES_*` below, 1500 to 5000) chosen so that `cargo test --test fuzz_readers` costs about
+//! 16 s of CPU in all (measured with `/usr/bin/time` on the debug build, seeds included: 11.5 s
+//! user + 4 s system, 37 s of wall time on 2 cores that 6 other processes were loading; a few
+//! seconds more than 8 s on 2 free ones). `PROPTEST_CASES=N` sets every reader's count instead
+//! (`PROPTEST_CASES=20000 cargo test --test fuzz_readers` for a long local run);
+//! `LAYERCHECK_FUZZ_STATS=1` (with `--nocapture`) prints how many inputs each reader read and
+//! refused. A failure prints the minimal recipe (seed file and edits) that reproduces it.
 //!
 //! # Readers and inputs
 //!
@@ -59,17 +62,17 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
 // Default cases per reader (see "Bound" above).
-const CASES_TENSOR_FILES: u32 = 1500;
-const CASES_SEED_CSV: u32 = 1500;
-const CASES_CSV_FOLDER: u32 = 400;
-const CASES_COMPACT: u32 = 1000;
-const CASES_THRESHOLDS: u32 = 1500;
-const CASES_RESULTS: u32 = 150;
-const CASES_CONFIG: u32 = 2000;
-const CASES_PROMPTS: u32 = 800;
-const CASES_IDS: u32 = 1500;
-const CASES_MATRIX: u32 = 2000;
-const CASES_OUTCOME: u32 = 3000;
+const CASES_TENSOR_FILES: u32 = 3000;
+const CASES_SEED_CSV: u32 = 3000;
+const CASES_CSV_FOLDER: u32 = 3000;
+const CASES_COMPACT: u32 = 3000;
+const CASES_THRESHOLDS: u32 = 2500;
+const CASES_RESULTS: u32 = 1500;
+const CASES_CONFIG: u32 = 5000;
+const CASES_PROMPTS: u32 = 3000;
+const CASES_IDS: u32 = 3000;
+const CASES_MATRIX: u32 = 4000;
+const CASES_OUTCOME: u32 = 2000;
 
 /// Set in the child process that runs one test (its name) for [`in_child`].
 const CHILD_VAR: &str = "LAYERCHECK_FUZZ_CHILD";
@@ -97,7 +100,7 @@ where
     let result = runner.run(&strategy, test);
     if std::env::var_os(STATS_VAR).is_some() {
         let mut stats = STATS.lock().unwrap();
-        let mut line = format!("{name}: {} cases;", config_cases(default_cases));
+        let mut line = format!("{name}: {} cases;", cases(default_cases));
         for (what, (ok, err)) in std::mem::take(&mut *stats) {
             line.push_str(&format!(" {what}: {ok} read, {err} refused;"));
         }
@@ -106,10 +109,6 @@ where
     if let Err(e) = result {
         panic!("{name}: {e}");
     }
-}
-
-fn config_cases(default: u32) -> u32 {
-    cases(default)
 }
 
 /// `LAYERCHECK_FUZZ_STATS=1` prints, per reader, how many inputs it read and refused (run the
@@ -172,6 +171,9 @@ fn in_child(name: &str, body: impl FnOnce(&Path)) {
         panic!("{name} failed in its child process ({}); {last}\n--- stdout\n{}\n--- stderr\n{}", out.status, tail(&stdout), tail(&stderr));
     }
     assert!(stdout.contains("1 passed"), "the child ran no test:\n{stdout}\n{stderr}");
+    if std::env::var_os(STATS_VAR).is_some() {
+        stderr.lines().filter(|l| l.contains(" cases;")).for_each(|l| eprintln!("{l}"));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,7 +477,7 @@ fn edit_json(v: &mut Value, edits: &[JsonEdit], marks: &mut Marks) {
                     if !m.is_empty() {
                         let key = m.keys().nth(which.index(m.len())).unwrap().clone();
                         // The key's JSON text, then its second value, in place of a marker key.
-                        let dup = marks.mark(format!("{}: {}", serde_json::to_string(&key).unwrap(), marks_text(&value)));
+                        let dup = marks.mark(format!("{}: {}", serde_json::to_string(&key).unwrap(), serde_json::to_string(&value).unwrap()));
                         if let Value::String(marker) = dup {
                             m.insert(marker, Value::Null);
                         }
@@ -490,12 +492,8 @@ fn edit_json(v: &mut Value, edits: &[JsonEdit], marks: &mut Marks) {
     }
 }
 
-/// A marker key is written as `"\u0001Mn\u0001":null`; its raw text replaces the quoted marker, so
-/// it carries `"key": value` and the trailing `:null` must go. Handled in [`write_json`].
-fn marks_text(v: &Value) -> String {
-    serde_json::to_string(v).unwrap()
-}
-
+/// The document's text with every mark's text in place; a duplicated key's marker is a key
+/// (`"marker":null`) whose text is the whole `"key": value`.
 fn write_json(v: &Value, marks: &Marks) -> String {
     let mut text = serde_json::to_string(v).unwrap();
     // Later marks may hold earlier ones (a duplicated key's value): replace them first.
@@ -1248,9 +1246,25 @@ fn regression_tensor_offsets_overflowing_the_file_length() {
     });
 }
 
-/// The compact seed with `records` metadata rewritten by `edit`.
+/// A small compact file of two records, made in this process (the regressions need no
+/// `layercheck generate`, which each process of a nextest run would otherwise repeat).
+fn small_compact() -> Vec<u8> {
+    use layercheck::formats::case::SeedCase;
+    use layercheck::formats::compact::CompactWriter;
+    use tch::{Kind, Tensor};
+    let mut w = CompactWriter::new(SeedCase::new("tiny-granite", 2, 1, 3));
+    let r = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5, 0.25, -1.0]).view([1, 3, 2]);
+    for key in ["model.base_model.embedding", "model.head"] {
+        let c = layercheck::metrics::compare(&r, &(&r * 1.01).to_kind(Kind::Half)).unwrap();
+        w.push(key, &[1, 3, 2], &[1, 3, 2], &c).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::read(w.write(dir.path()).unwrap()).unwrap()
+}
+
+/// [`small_compact`] with its `records` metadata rewritten by `edit`.
 fn compact_with_records(edit: impl FnOnce(&mut Vec<Value>)) -> Vec<u8> {
-    let (mut header, data) = split_safetensors(&metric_seeds().0);
+    let (mut header, data) = split_safetensors(&small_compact());
     let records = header["__metadata__"]["records"].as_str().unwrap();
     let mut records: Vec<Value> = serde_json::from_str(records).unwrap();
     edit(&mut records);
@@ -1280,8 +1294,8 @@ fn regression_compact_records_sharing_rows() {
     let err = read_error(CompactFile::read(&path));
     assert!(err.contains(&path.display().to_string()) && err.contains("record 1 (") && err.contains("cos out of range"), "{err}");
     // The file as written reads.
-    std::fs::write(&path, &metric_seeds().0).unwrap();
-    assert!(!CompactFile::read(&path).unwrap().records.is_empty());
+    std::fs::write(&path, small_compact()).unwrap();
+    assert_eq!(CompactFile::read(&path).unwrap().records.len(), 2);
 }
 
 /// A compact file is a safetensors file: the same overflowing offsets as
@@ -1292,7 +1306,7 @@ fn regression_compact_offsets_overflowing_the_file_length() {
     let path = dir.path().join("far.layercheck.safetensors");
     let size = (1u64 << 61) - 1;
     let tensors: Vec<String> = (0..8).map(|i| format!(r#""t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{},{}]}}"#, i * size, (i + 1) * size)).collect();
-    let (header, _) = split_safetensors(&metric_seeds().0);
+    let (header, _) = split_safetensors(&small_compact());
     let header = format!(r#"{{"__metadata__":{},{}}}"#, header["__metadata__"], tensors.join(","));
     std::fs::write(&path, safetensors_bytes(&header, &[])).unwrap();
     let err = read_error(CompactFile::read(&path));
@@ -1357,4 +1371,43 @@ fn regression_thresholds_batch_size_beyond_i64() {
     assert!(err.contains("shape s lacks batch_size / seq_length"), "{err}");
     let ok = ThresholdsFile::parse(&text.replace("1e19", "9007199254740992")).unwrap();
     assert_eq!(ThresholdsFile::parse(&ok.to_json()).unwrap(), ok);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mutators themselves: they make what they say, so the properties above test something.
+
+/// An `Index` that picks item `k` of `n` (proptest has no constructor: drawn until one does).
+fn index_of(k: usize, n: usize) -> Index {
+    use proptest::strategy::ValueTree;
+    let mut runner = TestRunner::deterministic();
+    loop {
+        let i = any::<Index>().new_tree(&mut runner).unwrap().current();
+        if i.index(n) == k {
+            return i;
+        }
+    }
+}
+
+#[test]
+fn mutators_make_what_they_say() {
+    let any_index = |k: usize| index_of(k, 2);
+    // Duplicated keys and raw literals reach the text.
+    let seed = vec![br#"{"a": 1, "b": [1, 2]}"#.to_vec()];
+    let recipe = JsonRecipe::Json(index_of(0, 1), vec![JsonEdit::DuplicateKey(vec![], any_index(0), Odd::Json(json!(2))), JsonEdit::Replace(vec![any_index(1), any_index(0)], Odd::Raw("NaN".into()))], vec![]);
+    let text = String::from_utf8(apply_json_recipe(&seed, &recipe)).unwrap();
+    assert_eq!(text.matches("\"a\"").count(), 2, "{text}");
+    assert!(text.contains("[NaN,2]"), "{text}");
+    // Python's literals in a seed survive a round through the edits.
+    let seed = vec![br#"{"x": Infinity, "y": -Infinity, "z": NaN}"#.to_vec()];
+    let text = String::from_utf8(apply_json_recipe(&seed, &JsonRecipe::Json(index_of(0, 1), vec![JsonEdit::Remove(vec![])], vec![]))).unwrap();
+    assert_eq!(text, r#"{"x":Infinity,"y":-Infinity,"z":NaN}"#);
+    // A relaid-out header passes the safetensors crate's checks, so the reader's own are reached.
+    let seeds = vec![small_compact()];
+    let (header, _) = split_safetensors(&seeds[0]);
+    let names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
+    let cos = names.iter().position(|n| *n == "cos_sim").unwrap();
+    let recipe = SafetensorsRecipe::Header(index_of(0, 1), vec![HeaderEdit::Tensor(index_of(cos, names.len()), TensorField::Shape(json!([u64::MAX, 0])))], true);
+    let bytes = apply_safetensors_recipe(&seeds, &recipe);
+    let parsed = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(parsed.tensor("cos_sim").unwrap().shape(), [usize::MAX, 0]);
 }
