@@ -5,12 +5,14 @@
 //!
 //! The whole file runs in CI in at most 60 s on 2 cores: each reader has a default number of cases
 //! (`CASES_*` below, 1500 to 5000) chosen so that `cargo test --test fuzz_readers` costs about
-//! 16 s of CPU in all (measured with `/usr/bin/time` on the debug build, seeds included: 11.5 s
-//! user + 4 s system, 37 s of wall time on 2 cores that 6 other processes were loading; a few
-//! seconds more than 8 s on 2 free ones). `PROPTEST_CASES=N` sets every reader's count instead
-//! (`PROPTEST_CASES=20000 cargo test --test fuzz_readers` for a long local run);
-//! `LAYERCHECK_FUZZ_STATS=1` (with `--nocapture`) prints how many inputs each reader read and
-//! refused. A failure prints the minimal recipe (seed file and edits) that reproduces it.
+//! 14 s of CPU in all, seeds included (measured with `/usr/bin/time` on the debug build: 10.6 s
+//! user + 3.4 s system; 44 s of wall time on 2 cores that other jobs kept at a load of 6.5; on 2
+//! free cores that is about 7 s, an estimate from the CPU time). Under `cargo nextest run`, where
+//! each test is a process that makes its own seeds: 21 s of CPU, 49 s of wall time at that load.
+//! `PROPTEST_CASES=N` sets every reader's count instead (`PROPTEST_CASES=20000 cargo test --test
+//! fuzz_readers` for a long local run); `LAYERCHECK_FUZZ_STATS=1` (with `--nocapture`) prints
+//! how many inputs each reader read and refused. A failure prints the minimal recipe (seed file
+//! and edits) that reproduces it.
 //!
 //! # Readers and inputs
 //!
