@@ -42,8 +42,9 @@
 
 use std::fmt::{Debug, Display};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use layercheck::capture::{parse_record_name, Capture};
 use layercheck::formats::compact::CompactFile;
@@ -147,30 +148,62 @@ fn named<T, E: Display>(result: Result<T, E>, file: &Path, also: &[&str]) -> Res
     }
 }
 
-/// Runs `body` in a child process of this test binary (test `name`, alone), so that an abort is
-/// a test failure; the child writes each input into the folder it is given before reading it.
+/// How long a child of [`in_child`] may run: far above what it needs (seconds), so that only a
+/// hang reaches it.
+const CHILD_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `body` in a child process of this test binary (test `name`, alone), so that an abort or a
+/// hang (killed after [`CHILD_LIMIT`]) is a test failure; the child writes each input into the
+/// folder it is given before reading it, and the parent keeps what is there when it fails.
 fn in_child(name: &str, body: impl FnOnce(&Path)) {
     if std::env::var(CHILD_VAR).as_deref() == Ok(name) {
         let dir = PathBuf::from(std::env::var_os(CHILD_DIR_VAR).expect("the parent sets the input folder"));
         return body(&dir);
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads", "1"])
         .env(CHILD_VAR, name)
         .env(CHILD_DIR_VAR, dir.path())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        let mut last = String::new();
-        for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-            let keep = std::env::temp_dir().join(format!("layercheck-fuzz-{name}-last-input"));
-            let _ = std::fs::copy(entry.path(), &keep);
-            last = format!("the last input read is kept in {}", keep.display());
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let (stdout, stderr) = (drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap())));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
         }
+        if start.elapsed() > CHILD_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    if !status.is_some_and(|s| s.success()) {
+        let mut kept = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten().filter(|e| e.path().is_file()) {
+            let keep = std::env::temp_dir().join(format!("layercheck-fuzz-{name}-{}", entry.file_name().to_string_lossy()));
+            if std::fs::copy(entry.path(), &keep).is_ok() {
+                kept.push(keep.display().to_string());
+            }
+        }
+        let what = match status {
+            Some(status) => format!("failed in its child process ({status})"),
+            None => format!("did not finish in {} s in its child process (a hang?)", CHILD_LIMIT.as_secs()),
+        };
         let tail = |s: &str| s.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect::<String>();
-        panic!("{name} failed in its child process ({}); {last}\n--- stdout\n{}\n--- stderr\n{}", out.status, tail(&stdout), tail(&stderr));
+        panic!("{name} {what}; the last input read is kept in {kept:?}\n--- stdout\n{}\n--- stderr\n{}", tail(&stdout), tail(&stderr));
     }
     assert!(stdout.contains("1 passed"), "the child ran no test:\n{stdout}\n{stderr}");
     if std::env::var_os(STATS_VAR).is_some() {
@@ -191,7 +224,7 @@ fn fixture(rel: &str) -> Vec<u8> {
 
 /// Runs the `layercheck` binary in the repository root; panics with its stderr on failure.
 fn layercheck(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_layercheck")).args(args).current_dir(repo()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_layercheck")).args(args).current_dir(repo()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 fn wait(child: std::process::Child) {
@@ -1009,17 +1042,18 @@ fn apply_jsonl_recipe(seeds: &[Vec<u8>], recipe: &JsonlRecipe) -> Vec<u8> {
     }
 }
 
+/// In a child process: drawing the plots of values read from a file once looped forever.
 #[test]
 fn results_jsonl_files() {
-    let seeds = metric_seeds().1.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("results.jsonl");
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    fuzz("results.jsonl", CASES_RESULTS, jsonl_recipe(), |recipe| {
-        std::fs::write(&path, apply_jsonl_recipe(&seeds, &recipe)).unwrap();
-        named(rebuild_report(&path, &out), &path, &[])?;
-        Ok(())
+    in_child("results_jsonl_files", |dir| {
+        let seeds = metric_seeds().1.clone();
+        let path = dir.join("results.jsonl");
+        let out = tempfile::tempdir().unwrap();
+        fuzz("results.jsonl", CASES_RESULTS, jsonl_recipe(), |recipe| {
+            std::fs::write(&path, apply_jsonl_recipe(&seeds, &recipe)).unwrap();
+            named(rebuild_report(&path, out.path()), &path, &[])?;
+            Ok(())
+        });
     });
 }
 
@@ -1412,4 +1446,105 @@ fn mutators_make_what_they_say() {
     let bytes = apply_safetensors_recipe(&seeds, &recipe);
     let parsed = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(parsed.tensor("cos_sim").unwrap().shape(), [usize::MAX, 0]);
+}
+
+/// `layercheck report --results` of a results.jsonl whose numbers reach the ends of f64: a bound
+/// near f64::MAX put the top of the plots' log axis at inf, and values 1e-300 and 1e300 made its
+/// top / bottom overflow; plotters then stepped through the decades forever. Killed after 60 s
+/// if it hangs.
+#[test]
+fn regression_report_plot_of_extreme_values() {
+    use layercheck::report::CaseResults;
+    use layercheck_suite::matrix::Margins;
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = CaseOutcome::read(&{
+        let p = dir.path().join("o.bin");
+        std::fs::write(&p, outcome_seed()).unwrap();
+        p
+    })
+    .unwrap();
+    type Edit = Box<dyn Fn(&mut CaseOutcome)>;
+    let cases: [(&str, Edit); 3] = [
+        ("bound 1e308", Box::new(|o| o.layers[0].bounds.abs_diff_l2 = Some(1e308))),
+        (
+            "metric 1e-300, bound 1e300",
+            Box::new(|o| {
+                o.layers[0].observations[0].abs_diff_l2 = 1e-300;
+                o.layers[1].bounds.abs_diff_l2 = Some(1e300);
+            }),
+        ),
+        ("metric 5e-324", Box::new(|o| o.layers[0].observations[0].abs_diff_l2 = 5e-324)),
+    ];
+    for (what, edit) in cases {
+        let mut o = outcome.clone();
+        edit(&mut o);
+        let path = dir.path().join("results.jsonl");
+        std::fs::write(&path, CaseResults::from_outcome(&o, &Margins::default()).to_jsonl()).unwrap();
+        let out = dir.path().join("out");
+        let mut child = layercheck(&["report", "--results", &path.display().to_string(), "--out", &out.display().to_string()]);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("{what}: layercheck report did not finish in 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{what}: {status}");
+        assert!(out.join("plot.png").exists() && out.join("plot.svg").exists(), "{what}");
+    }
+}
+
+/// A flipped bit in a compact file's summaries made a count of 1e300 (or -1, 0.5), which
+/// saturated into u64::MAX and overflowed where `layercheck thresholds` adds counts.
+#[test]
+fn regression_compact_summary_counts_that_are_not_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{COMPACT_PREFIX}.layercheck.safetensors"));
+    let (header, data) = split_safetensors(&small_compact());
+    let summaries = header["summaries"]["data_offsets"][0].as_u64().unwrap() as usize;
+    for bad in [1e300, -1.0, 0.5, f64::NAN, (1u64 << 54) as f64] {
+        let mut data = data.clone();
+        // Record 0's `elements`, the first field of its row.
+        data[summaries..summaries + 8].copy_from_slice(&bad.to_le_bytes());
+        std::fs::write(&path, join_safetensors(header.to_string().as_bytes(), &data)).unwrap();
+        let err = read_error(CompactFile::read(&path));
+        assert!(err.contains(&path.display().to_string()) && err.contains(&format!("summaries row 0: elements = {bad} is not a count")), "{bad}: {err}");
+    }
+}
+
+/// Counts of up to 2^53 each, pooled over thousands of records of one layer, overflowed u64.
+#[test]
+fn regression_thresholds_pooled_counts_that_overflow() {
+    use layercheck::formats::case::SeedCase;
+    use layercheck::formats::compact::{CompactRecord, CompactWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let file = CompactFile::read(&{
+        let p = dir.path().join("seed.layercheck.safetensors");
+        std::fs::write(&p, small_compact()).unwrap();
+        p
+    })
+    .unwrap();
+    let mut w = CompactWriter::new(SeedCase::new("tiny-granite", 2, 1, 3));
+    for n in 1..=2100 {
+        let mut summary = file.records[0].summary;
+        summary.elements = 1 << 53;
+        w.push_record(CompactRecord { key: format!("model.head.iter-{n}"), items: vec![], cos_sim: vec![], summary, ..file.records[0].clone() }).unwrap();
+    }
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    w.write(&folder).unwrap();
+    let opts = ThresholdsOptions {
+        models: vec!["tiny-granite".into()],
+        metrics: vec!["abs_diff".into()],
+        file_base: folder.clone(),
+        layer_io: true,
+        output_path: folder,
+        percentile: 99.0,
+    };
+    let (file, _) = compute("tiny-granite", &opts, &NoProgress).unwrap();
+    assert!(file.layer("abs_diff", "model.head").is_some_and(f64::is_finite));
 }
