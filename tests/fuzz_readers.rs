@@ -36,9 +36,14 @@
 //! that lie, and data laid out again so that the header's own checks pass; CSV and TOML lines
 //! replaced, removed, duplicated; file names with absurd batch sizes.
 //!
-//! The readers that reach libtorch (tensor files and captures) run in a child process of this
-//! test binary: an abort in C++ (which `catch_unwind` cannot catch) is then a failing test that
-//! says which input was being read, not a dead test binary.
+//! The readers that reach libtorch (tensor files and captures), and the report of `results.jsonl`
+//! (whose plots once looped forever), run in a child process of this test binary, killed after
+//! [`CHILD_LIMIT`]: an abort in C++ (which `catch_unwind` cannot catch) or a hang is then a failing
+//! test that keeps the input being read, not a dead or stuck test binary.
+//!
+//! Inputs are random per run (proptest's default), so a run can find what earlier ones did not;
+//! `PROPTEST_RNG_SEED=N` fixes them. Each panic or hang found is fixed and kept as a
+//! `regression_*` test below with its minimal input.
 
 use std::fmt::{Debug, Display};
 use std::path::{Path, PathBuf};
