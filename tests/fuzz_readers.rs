@@ -4,10 +4,15 @@
 //! # Bound
 //!
 //! The whole file runs in CI in at most 60 s on 2 cores: each reader has a default number of cases
-//! (`CASES_*` below) chosen so that `cargo test --test fuzz_readers` takes about 25 s there
-//! (measured, see the README's test section). `PROPTEST_CASES=N` sets every reader's count
-//! instead (`PROPTEST_CASES=20000 cargo test --release --test fuzz_readers` for a long local
-//! run). A failure prints the minimal recipe (seed file and edits) that reproduces it.
+//! (`CASES_*` below, 1500 to 5000) chosen so that `cargo test --test fuzz_readers` costs about
+//! 14 s of CPU in all, seeds included (measured with `/usr/bin/time` on the debug build: 10.6 s
+//! user + 3.4 s system; 44 s of wall time on 2 cores that other jobs kept at a load of 6.5; on 2
+//! free cores that is about 7 s, an estimate from the CPU time). Under `cargo nextest run`, where
+//! each test is a process that makes its own seeds: 21 s of CPU, 49 s of wall time at that load.
+//! `PROPTEST_CASES=N` sets every reader's count instead (`PROPTEST_CASES=20000 cargo test --test
+//! fuzz_readers` for a long local run); `LAYERCHECK_FUZZ_STATS=1` (with `--nocapture`) prints
+//! how many inputs each reader read and refused. A failure prints the minimal recipe (seed file
+//! and edits) that reproduces it.
 //!
 //! # Readers and inputs
 //!
@@ -31,14 +36,20 @@
 //! that lie, and data laid out again so that the header's own checks pass; CSV and TOML lines
 //! replaced, removed, duplicated; file names with absurd batch sizes.
 //!
-//! The readers that reach libtorch (tensor files and captures) run in a child process of this
-//! test binary: an abort in C++ (which `catch_unwind` cannot catch) is then a failing test that
-//! says which input was being read, not a dead test binary.
+//! The readers that reach libtorch (tensor files and captures), and the report of `results.jsonl`
+//! (whose plots once looped forever), run in a child process of this test binary, killed after
+//! [`CHILD_LIMIT`]: an abort in C++ (which `catch_unwind` cannot catch) or a hang is then a failing
+//! test that keeps the input being read, not a dead or stuck test binary.
+//!
+//! Inputs are random per run (proptest's default), so a run can find what earlier ones did not;
+//! `PROPTEST_RNG_SEED=N` fixes them. Each panic or hang found is fixed and kept as a
+//! `regression_*` test below with its minimal input.
 
 use std::fmt::{Debug, Display};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use layercheck::capture::{parse_record_name, Capture};
 use layercheck::formats::compact::CompactFile;
@@ -59,17 +70,17 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
 // Default cases per reader (see "Bound" above).
-const CASES_TENSOR_FILES: u32 = 1500;
-const CASES_SEED_CSV: u32 = 1500;
-const CASES_CSV_FOLDER: u32 = 400;
-const CASES_COMPACT: u32 = 1000;
-const CASES_THRESHOLDS: u32 = 1500;
-const CASES_RESULTS: u32 = 150;
-const CASES_CONFIG: u32 = 2000;
-const CASES_PROMPTS: u32 = 800;
-const CASES_IDS: u32 = 1500;
-const CASES_MATRIX: u32 = 2000;
-const CASES_OUTCOME: u32 = 3000;
+const CASES_TENSOR_FILES: u32 = 3000;
+const CASES_SEED_CSV: u32 = 3000;
+const CASES_CSV_FOLDER: u32 = 3000;
+const CASES_COMPACT: u32 = 3000;
+const CASES_THRESHOLDS: u32 = 2500;
+const CASES_RESULTS: u32 = 1500;
+const CASES_CONFIG: u32 = 5000;
+const CASES_PROMPTS: u32 = 3000;
+const CASES_IDS: u32 = 3000;
+const CASES_MATRIX: u32 = 4000;
+const CASES_OUTCOME: u32 = 2000;
 
 /// Set in the child process that runs one test (its name) for [`in_child`].
 const CHILD_VAR: &str = "LAYERCHECK_FUZZ_CHILD";
@@ -97,7 +108,7 @@ where
     let result = runner.run(&strategy, test);
     if std::env::var_os(STATS_VAR).is_some() {
         let mut stats = STATS.lock().unwrap();
-        let mut line = format!("{name}: {} cases;", config_cases(default_cases));
+        let mut line = format!("{name}: {} cases;", cases(default_cases));
         for (what, (ok, err)) in std::mem::take(&mut *stats) {
             line.push_str(&format!(" {what}: {ok} read, {err} refused;"));
         }
@@ -106,10 +117,6 @@ where
     if let Err(e) = result {
         panic!("{name}: {e}");
     }
-}
-
-fn config_cases(default: u32) -> u32 {
-    cases(default)
 }
 
 /// `LAYERCHECK_FUZZ_STATS=1` prints, per reader, how many inputs it read and refused (run the
@@ -146,32 +153,67 @@ fn named<T, E: Display>(result: Result<T, E>, file: &Path, also: &[&str]) -> Res
     }
 }
 
-/// Runs `body` in a child process of this test binary (test `name`, alone), so that an abort is
-/// a test failure; the child writes each input into the folder it is given before reading it.
+/// How long a child of [`in_child`] may run: far above what it needs (seconds), so that only a
+/// hang reaches it.
+const CHILD_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `body` in a child process of this test binary (test `name`, alone), so that an abort or a
+/// hang (killed after [`CHILD_LIMIT`]) is a test failure; the child writes each input into the
+/// folder it is given before reading it, and the parent keeps what is there when it fails.
 fn in_child(name: &str, body: impl FnOnce(&Path)) {
     if std::env::var(CHILD_VAR).as_deref() == Ok(name) {
         let dir = PathBuf::from(std::env::var_os(CHILD_DIR_VAR).expect("the parent sets the input folder"));
         return body(&dir);
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads", "1"])
         .env(CHILD_VAR, name)
         .env(CHILD_DIR_VAR, dir.path())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        let mut last = String::new();
-        for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-            let keep = std::env::temp_dir().join(format!("layercheck-fuzz-{name}-last-input"));
-            let _ = std::fs::copy(entry.path(), &keep);
-            last = format!("the last input read is kept in {}", keep.display());
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let (stdout, stderr) = (drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap())));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
         }
+        if start.elapsed() > CHILD_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    if !status.is_some_and(|s| s.success()) {
+        let mut kept = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten().filter(|e| e.path().is_file()) {
+            let keep = std::env::temp_dir().join(format!("layercheck-fuzz-{name}-{}", entry.file_name().to_string_lossy()));
+            if std::fs::copy(entry.path(), &keep).is_ok() {
+                kept.push(keep.display().to_string());
+            }
+        }
+        let what = match status {
+            Some(status) => format!("failed in its child process ({status})"),
+            None => format!("did not finish in {} s in its child process (a hang?)", CHILD_LIMIT.as_secs()),
+        };
         let tail = |s: &str| s.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect::<String>();
-        panic!("{name} failed in its child process ({}); {last}\n--- stdout\n{}\n--- stderr\n{}", out.status, tail(&stdout), tail(&stderr));
+        panic!("{name} {what}; the last input read is kept in {kept:?}\n--- stdout\n{}\n--- stderr\n{}", tail(&stdout), tail(&stderr));
     }
     assert!(stdout.contains("1 passed"), "the child ran no test:\n{stdout}\n{stderr}");
+    if std::env::var_os(STATS_VAR).is_some() {
+        stderr.lines().filter(|l| l.contains(" cases;")).for_each(|l| eprintln!("{l}"));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +229,7 @@ fn fixture(rel: &str) -> Vec<u8> {
 
 /// Runs the `layercheck` binary in the repository root; panics with its stderr on failure.
 fn layercheck(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_layercheck")).args(args).current_dir(repo()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_layercheck")).args(args).current_dir(repo()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 fn wait(child: std::process::Child) {
@@ -476,7 +518,7 @@ fn edit_json(v: &mut Value, edits: &[JsonEdit], marks: &mut Marks) {
                     if !m.is_empty() {
                         let key = m.keys().nth(which.index(m.len())).unwrap().clone();
                         // The key's JSON text, then its second value, in place of a marker key.
-                        let dup = marks.mark(format!("{}: {}", serde_json::to_string(&key).unwrap(), marks_text(&value)));
+                        let dup = marks.mark(format!("{}: {}", serde_json::to_string(&key).unwrap(), serde_json::to_string(&value).unwrap()));
                         if let Value::String(marker) = dup {
                             m.insert(marker, Value::Null);
                         }
@@ -491,12 +533,8 @@ fn edit_json(v: &mut Value, edits: &[JsonEdit], marks: &mut Marks) {
     }
 }
 
-/// A marker key is written as `"\u0001Mn\u0001":null`; its raw text replaces the quoted marker, so
-/// it carries `"key": value` and the trailing `:null` must go. Handled in [`write_json`].
-fn marks_text(v: &Value) -> String {
-    serde_json::to_string(v).unwrap()
-}
-
+/// The document's text with every mark's text in place; a duplicated key's marker is a key
+/// (`"marker":null`) whose text is the whole `"key": value`.
 fn write_json(v: &Value, marks: &Marks) -> String {
     let mut text = serde_json::to_string(v).unwrap();
     // Later marks may hold earlier ones (a duplicated key's value): replace them first.
@@ -1010,17 +1048,18 @@ fn apply_jsonl_recipe(seeds: &[Vec<u8>], recipe: &JsonlRecipe) -> Vec<u8> {
     }
 }
 
+/// In a child process: drawing the plots of values read from a file once looped forever.
 #[test]
 fn results_jsonl_files() {
-    let seeds = metric_seeds().1.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("results.jsonl");
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    fuzz("results.jsonl", CASES_RESULTS, jsonl_recipe(), |recipe| {
-        std::fs::write(&path, apply_jsonl_recipe(&seeds, &recipe)).unwrap();
-        named(rebuild_report(&path, &out), &path, &[])?;
-        Ok(())
+    in_child("results_jsonl_files", |dir| {
+        let seeds = metric_seeds().1.clone();
+        let path = dir.join("results.jsonl");
+        let out = tempfile::tempdir().unwrap();
+        fuzz("results.jsonl", CASES_RESULTS, jsonl_recipe(), |recipe| {
+            std::fs::write(&path, apply_jsonl_recipe(&seeds, &recipe)).unwrap();
+            named(rebuild_report(&path, out.path()), &path, &[])?;
+            Ok(())
+        });
     });
 }
 
@@ -1249,9 +1288,25 @@ fn regression_tensor_offsets_overflowing_the_file_length() {
     });
 }
 
-/// The compact seed with `records` metadata rewritten by `edit`.
+/// A small compact file of two records, made in this process (the regressions need no
+/// `layercheck generate`, which each process of a nextest run would otherwise repeat).
+fn small_compact() -> Vec<u8> {
+    use layercheck::formats::case::SeedCase;
+    use layercheck::formats::compact::CompactWriter;
+    use tch::{Kind, Tensor};
+    let mut w = CompactWriter::new(SeedCase::new("tiny-granite", 2, 1, 3));
+    let r = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5, 0.25, -1.0]).view([1, 3, 2]);
+    for key in ["model.base_model.embedding", "model.head"] {
+        let c = layercheck::metrics::compare(&r, &(&r * 1.01).to_kind(Kind::Half)).unwrap();
+        w.push(key, &[1, 3, 2], &[1, 3, 2], &c).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::read(w.write(dir.path()).unwrap()).unwrap()
+}
+
+/// [`small_compact`] with its `records` metadata rewritten by `edit`.
 fn compact_with_records(edit: impl FnOnce(&mut Vec<Value>)) -> Vec<u8> {
-    let (mut header, data) = split_safetensors(&metric_seeds().0);
+    let (mut header, data) = split_safetensors(&small_compact());
     let records = header["__metadata__"]["records"].as_str().unwrap();
     let mut records: Vec<Value> = serde_json::from_str(records).unwrap();
     edit(&mut records);
@@ -1281,8 +1336,8 @@ fn regression_compact_records_sharing_rows() {
     let err = read_error(CompactFile::read(&path));
     assert!(err.contains(&path.display().to_string()) && err.contains("record 1 (") && err.contains("cos out of range"), "{err}");
     // The file as written reads.
-    std::fs::write(&path, &metric_seeds().0).unwrap();
-    assert!(!CompactFile::read(&path).unwrap().records.is_empty());
+    std::fs::write(&path, small_compact()).unwrap();
+    assert_eq!(CompactFile::read(&path).unwrap().records.len(), 2);
 }
 
 /// A compact file is a safetensors file: the same overflowing offsets as
@@ -1293,7 +1348,7 @@ fn regression_compact_offsets_overflowing_the_file_length() {
     let path = dir.path().join("far.layercheck.safetensors");
     let size = (1u64 << 61) - 1;
     let tensors: Vec<String> = (0..8).map(|i| format!(r#""t{i}":{{"dtype":"U8","shape":[{size}],"data_offsets":[{},{}]}}"#, i * size, (i + 1) * size)).collect();
-    let (header, _) = split_safetensors(&metric_seeds().0);
+    let (header, _) = split_safetensors(&small_compact());
     let header = format!(r#"{{"__metadata__":{},{}}}"#, header["__metadata__"], tensors.join(","));
     std::fs::write(&path, safetensors_bytes(&header, &[])).unwrap();
     let err = read_error(CompactFile::read(&path));
@@ -1358,4 +1413,144 @@ fn regression_thresholds_batch_size_beyond_i64() {
     assert!(err.contains("shape s lacks batch_size / seq_length"), "{err}");
     let ok = ThresholdsFile::parse(&text.replace("1e19", "9007199254740992")).unwrap();
     assert_eq!(ThresholdsFile::parse(&ok.to_json()).unwrap(), ok);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mutators themselves: they make what they say, so the properties above test something.
+
+/// An `Index` that picks item `k` of `n` (proptest has no constructor: drawn until one does).
+fn index_of(k: usize, n: usize) -> Index {
+    use proptest::strategy::ValueTree;
+    let mut runner = TestRunner::deterministic();
+    loop {
+        let i = any::<Index>().new_tree(&mut runner).unwrap().current();
+        if i.index(n) == k {
+            return i;
+        }
+    }
+}
+
+#[test]
+fn mutators_make_what_they_say() {
+    let any_index = |k: usize| index_of(k, 2);
+    // Duplicated keys and raw literals reach the text.
+    let seed = vec![br#"{"a": 1, "b": [1, 2]}"#.to_vec()];
+    let recipe = JsonRecipe::Json(index_of(0, 1), vec![JsonEdit::DuplicateKey(vec![], any_index(0), Odd::Json(json!(2))), JsonEdit::Replace(vec![any_index(1), any_index(0)], Odd::Raw("NaN".into()))], vec![]);
+    let text = String::from_utf8(apply_json_recipe(&seed, &recipe)).unwrap();
+    assert_eq!(text.matches("\"a\"").count(), 2, "{text}");
+    assert!(text.contains("[NaN,2]"), "{text}");
+    // Python's literals in a seed survive a round through the edits.
+    let seed = vec![br#"{"x": Infinity, "y": -Infinity, "z": NaN}"#.to_vec()];
+    let text = String::from_utf8(apply_json_recipe(&seed, &JsonRecipe::Json(index_of(0, 1), vec![JsonEdit::Remove(vec![])], vec![]))).unwrap();
+    assert_eq!(text, r#"{"x":Infinity,"y":-Infinity,"z":NaN}"#);
+    // A relaid-out header passes the safetensors crate's checks, so the reader's own are reached.
+    let seeds = vec![small_compact()];
+    let (header, _) = split_safetensors(&seeds[0]);
+    let names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
+    let cos = names.iter().position(|n| *n == "cos_sim").unwrap();
+    let recipe = SafetensorsRecipe::Header(index_of(0, 1), vec![HeaderEdit::Tensor(index_of(cos, names.len()), TensorField::Shape(json!([u64::MAX, 0])))], true);
+    let bytes = apply_safetensors_recipe(&seeds, &recipe);
+    let parsed = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(parsed.tensor("cos_sim").unwrap().shape(), [usize::MAX, 0]);
+}
+
+/// `layercheck report --results` of a results.jsonl whose numbers reach the ends of f64: a bound
+/// near f64::MAX put the top of the plots' log axis at inf, and values 1e-300 and 1e300 made its
+/// top / bottom overflow; plotters then stepped through the decades forever. Killed after 60 s
+/// if it hangs.
+#[test]
+fn regression_report_plot_of_extreme_values() {
+    use layercheck::report::CaseResults;
+    use layercheck_suite::matrix::Margins;
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = CaseOutcome::read(&{
+        let p = dir.path().join("o.bin");
+        std::fs::write(&p, outcome_seed()).unwrap();
+        p
+    })
+    .unwrap();
+    type Edit = Box<dyn Fn(&mut CaseOutcome)>;
+    let cases: [(&str, Edit); 3] = [
+        ("bound 1e308", Box::new(|o| o.layers[0].bounds.abs_diff_l2 = Some(1e308))),
+        (
+            "metric 1e-300, bound 1e300",
+            Box::new(|o| {
+                o.layers[0].observations[0].abs_diff_l2 = 1e-300;
+                o.layers[1].bounds.abs_diff_l2 = Some(1e300);
+            }),
+        ),
+        ("metric 5e-324", Box::new(|o| o.layers[0].observations[0].abs_diff_l2 = 5e-324)),
+    ];
+    for (what, edit) in cases {
+        let mut o = outcome.clone();
+        edit(&mut o);
+        let path = dir.path().join("results.jsonl");
+        std::fs::write(&path, CaseResults::from_outcome(&o, &Margins::default()).to_jsonl()).unwrap();
+        let out = dir.path().join("out");
+        let mut child = layercheck(&["report", "--results", &path.display().to_string(), "--out", &out.display().to_string()]);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("{what}: layercheck report did not finish in 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{what}: {status}");
+        assert!(out.join("plot.png").exists() && out.join("plot.svg").exists(), "{what}");
+    }
+}
+
+/// A flipped bit in a compact file's summaries made a count of 1e300 (or -1, 0.5), which
+/// saturated into u64::MAX and overflowed where `layercheck thresholds` adds counts.
+#[test]
+fn regression_compact_summary_counts_that_are_not_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{COMPACT_PREFIX}.layercheck.safetensors"));
+    let (header, data) = split_safetensors(&small_compact());
+    let summaries = header["summaries"]["data_offsets"][0].as_u64().unwrap() as usize;
+    for bad in [1e300, -1.0, 0.5, f64::NAN, (1u64 << 54) as f64] {
+        let mut data = data.clone();
+        // Record 0's `elements`, the first field of its row.
+        data[summaries..summaries + 8].copy_from_slice(&bad.to_le_bytes());
+        std::fs::write(&path, join_safetensors(header.to_string().as_bytes(), &data)).unwrap();
+        let err = read_error(CompactFile::read(&path));
+        assert!(err.contains(&path.display().to_string()) && err.contains(&format!("summaries row 0: elements = {bad} is not a count")), "{bad}: {err}");
+    }
+}
+
+/// Counts of up to 2^53 each, pooled over thousands of records of one layer, overflowed u64.
+#[test]
+fn regression_thresholds_pooled_counts_that_overflow() {
+    use layercheck::formats::case::SeedCase;
+    use layercheck::formats::compact::{CompactRecord, CompactWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let file = CompactFile::read(&{
+        let p = dir.path().join("seed.layercheck.safetensors");
+        std::fs::write(&p, small_compact()).unwrap();
+        p
+    })
+    .unwrap();
+    let mut w = CompactWriter::new(SeedCase::new("tiny-granite", 2, 1, 3));
+    for n in 1..=2100 {
+        let mut summary = file.records[0].summary;
+        summary.elements = 1 << 53;
+        w.push_record(CompactRecord { key: format!("model.head.iter-{n}"), items: vec![], cos_sim: vec![], summary, ..file.records[0].clone() }).unwrap();
+    }
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    w.write(&folder).unwrap();
+    let opts = ThresholdsOptions {
+        models: vec!["tiny-granite".into()],
+        metrics: vec!["abs_diff".into()],
+        file_base: folder.clone(),
+        layer_io: true,
+        output_path: folder,
+        percentile: 99.0,
+    };
+    let (file, _) = compute("tiny-granite", &opts, &NoProgress).unwrap();
+    assert!(file.layer("abs_diff", "model.head").is_some_and(f64::is_finite));
 }

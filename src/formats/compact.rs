@@ -67,6 +67,9 @@ pub const FORMAT: &str = "layercheck-compact/2";
 /// The file-name suffix after the case prefix.
 pub const SUFFIX: &str = ".layercheck.safetensors";
 const RESERVED: [&str; 4] = ["format", "case", "summary_fields", "records"];
+/// The summary fields that are counts (u64 in [`LayerSummary`]), and the largest one read.
+const COUNT_FIELDS: [&str; 10] = ["elements", "rows", "cos_argmin", "reference_nan", "reference_inf", "target_nan", "target_inf", "abs_diff_nan", "abs_diff_inf", "cos_nan"];
+const MAX_COUNT: f64 = (1u64 << 53) as f64;
 /// The largest header [`CompactFile::read_case`] accepts (safetensors' own limit).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
@@ -361,10 +364,16 @@ impl CompactFile {
         };
         let (summaries, items, cos) = (f64s("summaries")?, f64s("item_summaries")?, f64s("cos_sim")?);
         let k = SUMMARY_FIELDS.len();
-        let summary_at = |v: &[f64], i: usize| -> Option<LayerSummary> {
-            let start = i.checked_mul(k)?;
-            let row: &[f64; 18] = v.get(start..start.checked_add(k)?)?.try_into().ok()?;
-            Some(LayerSummary::from_array(row))
+        let summary_at = |v: &[f64], i: usize| -> Result<LayerSummary, String> {
+            let row = i.checked_mul(k).and_then(|start| v.get(start..start.checked_add(k)?)).and_then(|r| <&[f64; 18]>::try_from(r).ok());
+            let row = row.ok_or_else(|| format!("row {i} out of range"))?;
+            // Counts are written exactly (below 2^53); anything else (a flipped bit, a negative,
+            // a fraction) would saturate into a count that overflows where counts are added.
+            let not_count = |(field, x): &(&&str, &f64)| COUNT_FIELDS.contains(field) && !(x.fract() == 0.0 && (0.0..=MAX_COUNT).contains(*x));
+            match SUMMARY_FIELDS.iter().zip(row).find(not_count) {
+                Some((field, x)) => Err(format!("row {i}: {field} = {x} is not a count")),
+                None => Ok(LayerSummary::from_array(row)),
+            }
         };
         // Offsets come from the file: checked, and each record's ranges must start where the
         // previous record's end, as the writer lays them out (so that no two records share rows,
@@ -374,10 +383,10 @@ impl CompactFile {
         for (i, r) in records.into_iter().enumerate() {
             let bad = |what: &str| invalid(format!("record {i} ({}): {what} out of range", r.key));
             let range = |[offset, count]: [usize; 2], next: usize| Some(offset..offset.checked_add(count)?).filter(|r| r.start == next);
-            let summary = summary_at(&summaries, i).ok_or_else(|| bad("summary"))?;
+            let summary = summary_at(&summaries, i).map_err(|p| invalid(format!("record {i} ({}): summaries {p}", r.key)))?;
             let item_rows = range(r.items, next_item).ok_or_else(|| bad("items"))?;
             next_item = item_rows.end;
-            let item_list = item_rows.map(|j| summary_at(&items, j)).collect::<Option<Vec<_>>>().ok_or_else(|| bad("items"))?;
+            let item_list = item_rows.map(|j| summary_at(&items, j)).collect::<Result<Vec<_>, _>>().map_err(|p| invalid(format!("record {i} ({}): item_summaries {p}", r.key)))?;
             let cos_range = range(r.cos, next_cos).ok_or_else(|| bad("cos"))?;
             next_cos = cos_range.end;
             let cos_values = cos.get(cos_range).ok_or_else(|| bad("cos"))?.to_vec();
@@ -491,6 +500,11 @@ mod tests {
         }
         std::fs::write(&path, b"\x10\0\0\0\0\0\0\0{").unwrap();
         assert!(matches!(CompactFile::read_case(&path), Err(CompactError::Invalid { .. })));
+    }
+
+    #[test]
+    fn count_fields_are_summary_fields() {
+        assert!(COUNT_FIELDS.iter().all(|f| SUMMARY_FIELDS.contains(f)), "{COUNT_FIELDS:?}");
     }
 
     #[test]

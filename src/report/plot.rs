@@ -96,6 +96,11 @@ impl Panel {
         let finite = points.iter().filter_map(|p| p.y).chain(limits.iter().map(|l| l.1)).filter(|v| v.is_finite() && *v > 0.0);
         let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let range = if lo.is_finite() && hi.is_finite() {
+            // Values read from a file can be anywhere in f64. plotters' log axis counts its
+            // decades as top / bottom, and steps through them for as long as that takes: a top
+            // of inf, or a ratio that overflows, makes it loop (practically) forever. So the axis
+            // keeps to [1e-150, 1e150] (points beyond are drawn on its edge).
+            let (lo, hi) = (lo.clamp(1e-150, 1e150), hi.clamp(1e-150, 1e150));
             // A decade of room above (for the legend) and a factor below.
             (lo / 4.0, if hi / lo < 10.0 { hi * 10.0 } else { hi * 6.0 })
         } else {

@@ -167,7 +167,8 @@ impl Pool {
     fn add_sum(&mut self, key: &str, partial: f64, values: u64) {
         let (sum, count) = self.slot(key);
         sum.add(partial);
-        *count += values;
+        // `values` comes from a file: thousands of records of 2^53 elements would overflow.
+        *count = count.saturating_add(values);
     }
 
     fn finish(self, reduction: Reduction) -> Vec<(String, f64)> {
