@@ -1,14 +1,15 @@
 //! Fuzzing of the readers that take outside files (issue 10): whatever the bytes, each reader
-//! returns `Ok` or an error whose message names the file, and never panics or aborts.
+//! returns `Ok` or an error whose message names the file, and never panics, aborts or hangs.
 //!
 //! # Bound
 //!
 //! The whole file runs in CI in at most 60 s on 2 cores: each reader has a default number of cases
-//! (`CASES_*` below, 1500 to 5000) chosen so that `cargo test --test fuzz_readers` costs about
-//! 14 s of CPU in all, seeds included (measured with `/usr/bin/time` on the debug build: 10.6 s
-//! user + 3.4 s system; 44 s of wall time on 2 cores that other jobs kept at a load of 6.5; on 2
-//! free cores that is about 7 s, an estimate from the CPU time). Under `cargo nextest run`, where
-//! each test is a process that makes its own seeds: 21 s of CPU, 49 s of wall time at that load.
+//! (`CASES_*` below, 1500 to 5000) chosen so that `cargo test --test fuzz_readers` (debug build,
+//! seeds and regressions included) took 10 to 12 s of wall time and 15 s of CPU on this project's
+//! 2-core machine (load about 1.5 from other jobs; measured with `/usr/bin/time`), and 44 s of
+//! wall time when other jobs kept the load at 6.5. `cargo nextest run`, where each test is a
+//! process that makes its own seeds: 14 s of wall time, 21 s of CPU.
+//!
 //! `PROPTEST_CASES=N` sets every reader's count instead (`PROPTEST_CASES=20000 cargo test --test
 //! fuzz_readers` for a long local run); `LAYERCHECK_FUZZ_STATS=1` (with `--nocapture`) prints
 //! how many inputs each reader read and refused. A failure prints the minimal recipe (seed file
