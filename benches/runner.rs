@@ -80,7 +80,7 @@ fn main() {
     let mut overhead = Vec::new();
     for i in 0..=runs {
         let t = Instant::now();
-        let (got, _) = runner.run(&request).expect("the command answers");
+        let got = runner.run(&request).expect("the command answers");
         check_capture(&got, &request, "bench").expect("the capture answers the request");
         if i > 0 {
             overhead.push(t.elapsed().as_secs_f64());

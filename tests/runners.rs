@@ -217,7 +217,7 @@ fn captures_targets_read_files_in_the_golden_layout_and_check_them() {
     let request_file = dir.path().join("request.json");
     let golden = Capture::read(&root().join("golden/tiny-granite/fwd-b1-s32.safetensors")).unwrap();
     let batch = layercheck::harness::evaluate::case_batch(&root().join("models/tiny-granite"), &root().join("tests/fixtures/prompts/tiny.txt"), 1, 32).unwrap();
-    let request = layercheck::runner::request_for(case, &root().join("models/tiny-granite"), &batch, &golden, &root().join("golden/tiny-granite/fwd-b1-s32.safetensors")).unwrap();
+    let request = layercheck::runner::request_for(case, &root().join("models/tiny-granite"), &batch, layercheck::model::AttentionMask::AttendPads, &golden, &root().join("golden/tiny-granite/fwd-b1-s32.safetensors")).unwrap();
     request.write(&request_file).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_layercheck")).args(["capture", "--target", "cpu-f16", "--request"]).arg(&request_file).arg("--out").arg(&path).status().unwrap();
     assert!(status.success());

@@ -117,15 +117,14 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
         }
         TargetSpec::Command { argv, timeout_s } => {
-            let request = request_for(case, &model_dir, &batch, &golden, &golden_path)?;
+            let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
             let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
-            let (capture, _stderr) = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
-            let source_name = format!("the capture of target {}'s command", case.target);
-            check_capture(&capture, &request, &source_name).map_err(|e| e.to_string())?;
+            let capture = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
+            check_capture(&capture, &request, &format!("the capture of target {}'s command", case.target)).map_err(|e| e.to_string())?;
             if case.feed == Feed::Cumulative {
                 save_capture(&capture, case, notes)?;
             }
-            external_records(capture, &request, &source_name)?
+            external_records(capture, &request)?
         }
         TargetSpec::Captures { dir } => {
             if case.feed == Feed::Isolated {
@@ -135,9 +134,10 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
             if !path.is_file() {
                 return Err(format!("target {}: no pre-recorded capture {} for this case\n(hint: record it on the device host, e.g. `python -m layercheck_fms --model-path ... --input-ids ... --out {}`, see README \"Testing your accelerator\")", case.target, path.display(), path.display()));
             }
-            let request = request_for(case, &model_dir, &batch, &golden, &golden_path)?;
+            let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
             let capture = Capture::read(&path).map_err(|e| e.to_string())?;
-            external_records(capture, &request, &path.display().to_string())?
+            check_capture(&capture, &request, &path.display().to_string()).map_err(|e| e.to_string())?;
+            external_records(capture, &request)?
         }
     };
     Ok(judge(records, &golden, &bounds, &matrix.margins, &golden_path, &fix))
@@ -210,16 +210,15 @@ fn save_capture(capture: &Capture, case: &CaseId, notes: &mut Vec<String>) -> Se
 /// The variable that names where command targets' captures are kept.
 pub const SAVE_CAPTURES_VAR: &str = "LAYERCHECK_SAVE_CAPTURES";
 
-/// The records of an external runner's capture, checked against the case's request, in the
+/// The records of an external runner's capture (checked against `request` already), in the
 /// reference's order.
-fn external_records(mut capture: Capture, request: &Request, source_name: &str) -> SetupResult<Vec<TargetRecord>> {
-    check_capture(&capture, request, source_name).map_err(|e| e.to_string())?;
+fn external_records(mut capture: Capture, request: &Request) -> SetupResult<Vec<TargetRecord>> {
     let mut records = Vec::with_capacity(request.keys.len());
     for name in &request.keys {
         let Some((key, _)) = parse_record_name(name) else {
             return Err(format!("the golden file lists a record {name} that is not a module key"));
         };
-        let tensor = capture.tensors.remove(name).ok_or_else(|| format!("{source_name} has no record {name}"));
+        let tensor = capture.tensors.remove(name).ok_or_else(|| format!("the capture has no record {name}"));
         records.push((name.clone(), key, tensor));
     }
     Ok(records)

@@ -54,8 +54,8 @@ pub enum CommandError {
 }
 
 impl CommandRunner {
-    /// Runs the command on `request`; returns the capture it wrote and its stderr.
-    pub fn run(&self, request: &Request) -> Result<(Capture, String), CommandError> {
+    /// Runs the command on `request`; returns the capture it wrote.
+    pub fn run(&self, request: &Request) -> Result<Capture, CommandError> {
         let dir = tempfile::Builder::new().prefix("layercheck-run-").tempdir().map_err(|e| CommandError::Setup(e.to_string()))?;
         let request_path = dir.path().join("request.json");
         let out = dir.path().join("capture.safetensors");
@@ -102,8 +102,7 @@ impl CommandRunner {
         if !out.is_file() {
             return Err(CommandError::NoCapture { command, out, stderr: tail });
         }
-        let capture = Capture::read(&out).map_err(|source| CommandError::BadCapture { command, source })?;
-        Ok((capture, std::fs::read_to_string(&stderr_path).unwrap_or_default()))
+        Capture::read(&out).map_err(|source| CommandError::BadCapture { command, source })
     }
 
     /// The arguments with their placeholders replaced.

@@ -16,11 +16,12 @@ use crate::capture::{Capture, Mode};
 use crate::harness::golden::GoldenStore;
 use crate::harness::test_name::{CaseId, Feed};
 use crate::inputs::TokenBatch;
+use crate::model::AttentionMask;
 use request::{Request, REQUEST_FORMAT};
 
-/// The request for `case`'s target run: its inputs, the golden's new tokens (generate mode) and
+/// The request for `case`'s target run: its inputs and attention mask, the golden's new tokens (generate mode) and
 /// record names, and for the isolated feed the golden file itself.
-pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, golden: &Capture, golden_path: &Path) -> Result<Request, String> {
+pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, mask: AttentionMask, golden: &Capture, golden_path: &Path) -> Result<Request, String> {
     let forced_ids = match case.mode {
         Mode::ModelForward => None,
         Mode::Generate => {
@@ -42,7 +43,7 @@ pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, golden: 
         input_ids: batch.rows.clone(),
         max_new_tokens: case.max_new_tokens.unwrap_or(0),
         forced_ids,
-        attention_mask: "attend-pads".into(),
+        attention_mask: mask.to_string(),
         feed: match case.feed {
             Feed::Cumulative => "cumulative",
             Feed::Isolated => "isolated",
