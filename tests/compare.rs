@@ -96,12 +96,16 @@ fn compare_refuses_captures_that_are_not_of_the_same_run_with_exit_2() {
     assert!(status.success());
     let gen = "golden/tiny-granite/gen-b1-s32-n4.safetensors";
     let other = other.to_str().unwrap();
+    let impossible = dir.path().join("impossible.json");
+    std::fs::write(&impossible, r#"{"model_id": "tiny-granite", "abs_diff": {"model.head": -0.5}}"#).unwrap();
+    let impossible = impossible.to_str().unwrap();
     for (args, expected) in [
         (vec!["compare", "--reference", GOLDEN, "--target", other], "this capture is of other inputs"),
         (vec!["compare", "--reference", gen, "--target", other], "its mode is \"model-forward\", the case's is \"generate\""),
         (vec!["compare", "--reference", GOLDEN, "--target", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
         (vec!["compare", "--reference", GOLDEN, "--target", GOLDEN, "--thresholds", "README.md"], "README.md"),
         (vec!["compare", "--reference", GOLDEN, "--target", GOLDEN, "--thresholds", THRESHOLDS, "--rtol=-1"], "--rtol -1"),
+        (vec!["compare", "--reference", GOLDEN, "--target", GOLDEN, "--thresholds", impossible], "is -0.5"),
     ] {
         let o = layercheck(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use layercheck::capture::{parse_record_name, Capture, Mode};
 use layercheck::formats::case::SeedCase;
 use layercheck::formats::compact::CompactWriter;
-use layercheck::harness::matrix::Margins;
 use layercheck::report::{compact_results, layer_views, write_report};
 use layercheck::runner::check::{check_against, record_problem, Expected};
 use layercheck::thresholds::ThresholdsFile;
+
+use super::margins::MarginArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
@@ -25,12 +26,8 @@ pub struct CompareArgs {
     /// Thresholds JSON to judge each layer with; without it, metrics only (exit 0).
     #[arg(long)]
     thresholds: Option<PathBuf>,
-    /// Relative margin past a threshold.
-    #[arg(long, requires = "thresholds", default_value_t = Margins::default().rtol)]
-    rtol: f64,
-    /// Absolute margin past a threshold.
-    #[arg(long, requires = "thresholds", default_value_t = Margins::default().atol)]
-    atol: f64,
+    #[command(flatten)]
+    margins: MarginArgs,
     /// Where the report goes (results.jsonl, report.md, report.html, plot.png, plot.svg).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -43,17 +40,16 @@ struct BadInput(String);
 
 /// Compares; `Ok(true)` when every layer passes.
 fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
-    for (flag, v) in [("--rtol", args.rtol), ("--atol", args.atol)] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(Box::new(BadInput(format!("{flag} {v}: a margin is a finite number >= 0"))));
-        }
-    }
+    let margins = args.margins.margins().map_err(BadInput)?;
     let reference = Capture::read(&args.reference)?;
     let target = Capture::read(&args.target)?;
     let target_name = args.target.display().to_string();
     let expected = Expected::of_reference(&reference, &args.reference.display().to_string())?;
     check_against(&target, &expected, &target_name)?;
     let thresholds = args.thresholds.as_deref().map(ThresholdsFile::read).transpose()?;
+    if let (Some(t), Some(path)) = (&thresholds, &args.thresholds) {
+        t.validate(path)?;
+    }
     let (b, s) = (expected.input_ids.len() as u64, expected.input_ids.first().map_or(0, Vec::len) as u64);
     let new_tokens: u64 = reference.metadata.get("max_new_tokens").and_then(|n| n.parse().ok()).unwrap_or(0);
     let model = reference.metadata.get("model").cloned().unwrap_or_else(|| "model".into());
@@ -74,7 +70,6 @@ fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
     if !problems.is_empty() {
         return Err(Box::new(BadInput(format!("{target_name} cannot be compared with {}:\n  {}", args.reference.display(), problems.join("\n  ")))));
     }
-    let margins = Margins { rtol: args.rtol, atol: args.atol };
     let file = writer.into_file();
     let mode = reference.metadata.get("mode").and_then(|m| m.parse::<Mode>().ok());
     let mut results = compact_results(&file, &target_name, thresholds.as_ref().map(|t| (t, &margins)));

@@ -4,6 +4,7 @@ mod capture;
 mod compare;
 mod env;
 mod generate;
+mod margins;
 mod progress;
 mod report;
 mod run;

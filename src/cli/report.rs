@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use layercheck::formats::compact::CompactFile;
-use layercheck::harness::matrix::Margins;
 use layercheck::report::{rebuild_report, write_compact_report};
 use layercheck::thresholds::ThresholdsFile;
 
+use super::margins::MarginArgs;
 use super::CliResult;
 
 #[derive(Debug, clap::Args)]
@@ -24,12 +24,8 @@ pub struct ReportArgs {
     /// without it the report has metrics only, no verdicts.
     #[arg(long, requires = "compact")]
     thresholds: Option<PathBuf>,
-    /// Relative margin past a threshold (with --thresholds).
-    #[arg(long, requires = "thresholds", default_value_t = Margins::default().rtol)]
-    rtol: f64,
-    /// Absolute margin past a threshold (with --thresholds).
-    #[arg(long, requires = "thresholds", default_value_t = Margins::default().atol)]
-    atol: f64,
+    #[command(flatten)]
+    margins: MarginArgs,
     /// Where the report files go (default with --results: the same folder).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -51,12 +47,7 @@ pub fn run(args: ReportArgs) -> CliResult {
             if let (Some(t), Some(path)) = (&thresholds, &args.thresholds) {
                 t.validate(path)?;
             }
-            for (flag, v) in [("--rtol", args.rtol), ("--atol", args.atol)] {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(format!("{flag} {v}: a margin is a finite number at least 0\n(hint: deepview's margins are --rtol 0.05 --atol 1e-6)").into());
-                }
-            }
-            let margins = Margins { rtol: args.rtol, atol: args.atol };
+            let margins = args.margins.margins()?;
             let name = compact.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             // clap enforces --out with --compact.
             let out = args.out.clone().unwrap_or_else(|| ".".into());
