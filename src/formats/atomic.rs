@@ -2,10 +2,12 @@
 //! renamed into place. A reader never sees half a file, and an existing file is never replaced
 //! unless the caller asks for it.
 //!
-//! Temporary files and folders are named `.layercheck-{pid}-{random}.tmp` (git-ignored). One left
-//! behind by a killed process is removed by the next write into the same folder: when no process
-//! `{pid}` runs (Linux: no `/proc/{pid}`), or when it is older than a day (the pid may have been
-//! reused, or another machine wrote it).
+//! Temporary files and folders are named `.layercheck-{pid}-{host}-{random}.tmp` (git-ignored). One
+//! left behind by a killed process is removed by the first write of a process into the same
+//! folder: when it was made on this machine and no process `{pid}` runs (Linux: no
+//! `/proc/{pid}`), or when it is older than a day (the pid may have been reused). Another
+//! machine's temporaries in a shared folder are judged by age alone: its pids are not ours to
+//! look up.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -48,23 +50,46 @@ pub fn temp_builder() -> tempfile::Builder<'static, 'static> {
     let mut b = tempfile::Builder::new();
     // The prefix must outlive the builder: one string per process.
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    b.prefix(PREFIX.get_or_init(|| format!("{TEMP_PREFIX}{}-", std::process::id())).as_str()).suffix(TEMP_SUFFIX);
+    b.prefix(PREFIX.get_or_init(|| format!("{TEMP_PREFIX}{}-{}-", std::process::id(), host_tag())).as_str()).suffix(TEMP_SUFFIX);
     b
 }
 
-/// Removes the stale temporaries of `dir` (see the module doc); what cannot be removed stays.
+/// This machine's name as it goes into temporary names: letters and digits only (no `-`, which
+/// separates the name's parts).
+pub fn host_tag() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most buf.len() bytes into buf.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        let name = if ok { String::from_utf8_lossy(buf.split(|&b| b == 0).next().unwrap_or_default()).into_owned() } else { String::new() };
+        let tag: String = name.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+        if tag.is_empty() { "host".into() } else { tag }
+    })
+}
+
+/// Removes the stale temporaries of `dir` (see the module doc), once per folder and process (a
+/// run that writes many files into one folder reads it once); what cannot be removed stays.
 pub fn remove_stale_temporaries(dir: &Path) {
+    static CLEANED: std::sync::Mutex<Option<std::collections::HashSet<PathBuf>>> = std::sync::Mutex::new(None);
+    {
+        let mut cleaned = CLEANED.lock().unwrap_or_else(|e| e.into_inner());
+        if !cleaned.get_or_insert_with(Default::default).insert(dir.to_path_buf()) {
+            return;
+        }
+    }
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(middle) = name.strip_prefix(TEMP_PREFIX).and_then(|n| n.strip_suffix(TEMP_SUFFIX)) else { continue };
-        let pid = middle.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok());
+        let mut parts = middle.splitn(3, '-');
+        let (pid, host) = (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next());
         let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > STALE_AGE);
-        let dead = match pid {
-            Some(pid) => pid != std::process::id() && !process_exists(pid),
-            // An older layercheck's name without a pid: stale after a day only.
-            None => false,
+        let dead = match (pid, host, parts.next()) {
+            (Some(pid), Some(host), Some(_)) if host == host_tag() => pid != std::process::id() && !process_exists(pid),
+            // Another machine's, or an older layercheck's name without a host: by age only.
+            _ => false,
         };
         if dead || old {
             let path = entry.path();
@@ -193,10 +218,14 @@ mod tests {
     fn stale_temporaries_are_removed_by_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
         // A dead writer's file and folder (pid beyond Linux's pid_max), a live one's (ours, as
-        // another process would hold it), and a foreign file.
-        let dead = dir.path().join(".layercheck-4999999-abc.tmp");
-        let dead_dir = dir.path().join(".layercheck-4999999-dir.tmp");
-        let live = dir.path().join(format!(".layercheck-{}-xyz.tmp", std::process::id()));
+        // another process would hold it), another machine's (its pid means nothing here), and a
+        // foreign file.
+        let host = host_tag();
+        let dead = dir.path().join(format!(".layercheck-4999999-{host}-abc.tmp"));
+        let dead_dir = dir.path().join(format!(".layercheck-4999999-{host}-dir.tmp"));
+        let live = dir.path().join(format!(".layercheck-{}-{host}-xyz.tmp", std::process::id()));
+        let other_host = dir.path().join(format!(".layercheck-4999999-{host}x-abc.tmp"));
+        std::fs::write(&other_host, "writing elsewhere").unwrap();
         std::fs::write(&dead, "half").unwrap();
         std::fs::create_dir(&dead_dir).unwrap();
         std::fs::write(dead_dir.join("x.csv"), "half").unwrap();
@@ -205,7 +234,9 @@ mod tests {
         write_file(&dir.path().join("out.txt"), Replace::Never, |w| w.write_all(b"1")).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
-        assert_eq!(names, [live.file_name().unwrap().to_str().unwrap(), "keep.tmp", "out.txt"]);
+        let mut expected = vec![live.file_name().unwrap().to_str().unwrap(), other_host.file_name().unwrap().to_str().unwrap(), "keep.tmp", "out.txt"];
+        expected.sort();
+        assert_eq!(names, expected);
     }
 
     #[test]
