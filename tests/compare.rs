@@ -102,7 +102,7 @@ fn compare_refuses_captures_that_are_not_of_the_same_run_with_exit_2() {
     for (args, expected) in [
         (vec!["compare", "--reference", GOLDEN, "--target", other], "this capture is of other inputs"),
         (vec!["compare", "--reference", gen, "--target", other], "its mode is \"model-forward\", the case's is \"generate\""),
-        (vec!["compare", "--reference", GOLDEN, "--target", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
+        (vec!["compare", "--reference", GOLDEN, "--target", "/nonexistent.safetensors"], "/nonexistent.safetensors: No such file"),
         (vec!["compare", "--reference", GOLDEN, "--target", GOLDEN, "--thresholds", "README.md"], "README.md"),
         (vec!["compare", "--reference", GOLDEN, "--target", GOLDEN, "--thresholds", THRESHOLDS, "--rtol=-1"], "--rtol -1"),
         (vec!["compare", "--reference", GOLDEN, "--target", GOLDEN, "--thresholds", impossible], "is -0.5"),

@@ -249,7 +249,8 @@ fn thresholds_of_the_python_csvs_are_get_thresholds_values() {
 
 /// The abs_diff values, recomputed independently of our metrics code: `|f32 - f16|` in f32, as
 /// PyTorch promotes a float32 - float16 subtraction. On the Python tool's tensors this gives its
-/// file; on our own run's captures, our file (both exact, on any CPU).
+/// file; on our own run's captures, our file (both exact on any CPU: the second compares two runs
+/// of this machine's own kernels, made in this test).
 #[test]
 fn abs_diff_values_follow_the_seed_definition() {
     let key = "model.base_model.layers1.attn.dense";
