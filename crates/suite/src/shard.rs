@@ -218,11 +218,14 @@ impl ModelSize {
 /// The estimated multiply-adds of a case's target forward (at least 1; see the module doc).
 fn case_cost(case: &CaseId, size: Option<ModelSize>) -> u128 {
     let tokens = case.seq_len as u128 + case.max_new_tokens.unwrap_or(0) as u128;
+    // Saturating: config.json is the user's, and listing must not panic on absurd sizes (the
+    // computation refuses them, naming the field).
+    let mul = |factors: &[u128]| factors.iter().fold(1u128, |a, &b| a.saturating_mul(b));
     let per_token = match size {
-        Some(m) => m.layers * (4 * m.hidden * m.hidden + 3 * m.hidden * m.intermediate + 2 * tokens * m.hidden) + m.hidden * m.vocab,
+        Some(m) => mul(&[m.layers, mul(&[4, m.hidden, m.hidden]).saturating_add(mul(&[3, m.hidden, m.intermediate])).saturating_add(mul(&[2, tokens, m.hidden]))]).saturating_add(mul(&[m.hidden, m.vocab])),
         None => 1,
     };
-    (case.batch_size as u128 * tokens * per_token).max(1)
+    mul(&[case.batch_size as u128, tokens, per_token]).max(1)
 }
 
 #[cfg(test)]
@@ -233,6 +236,16 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
     use std::path::{Path, PathBuf};
+
+    #[test]
+    fn absurd_model_sizes_saturate_instead_of_overflowing() {
+        let case: CaseId = "m::cpu-f16::fwd::b1::s8".parse().unwrap();
+        let huge = ModelSize { layers: u64::MAX as u128, hidden: u64::MAX as u128, intermediate: u64::MAX as u128, vocab: u64::MAX as u128 };
+        assert_eq!(case_cost(&case, Some(huge)), u128::MAX);
+        let tiny = ModelSize { layers: 1, hidden: 2, intermediate: 3, vocab: 5 };
+        // Independently: 8 tokens x (1 x (16 + 18 + 32) + 10) = 608.
+        assert_eq!(case_cost(&case, Some(tiny)), 608);
+    }
 
     /// The repository root, whose embedded models the matrices below use.
     fn repo() -> PathBuf {
