@@ -297,10 +297,11 @@ fn outcome_seed() -> Vec<u8> {
         case: "tiny-granite::cpu-f16::fwd::b1::s32".into(),
         setup_error: None,
         layers: vec![
-            LayerOutcome { key: "model.base_model.embedding".into(), bounds: Bounds::new(Some(0.01), Some(0.999)), observations: vec![obs("model.base_model.embedding", 1e-3, 0.99999)], failures: vec![], error: None },
-            LayerOutcome { key: "model.head".into(), bounds: Bounds::new(None, Some(f64::NEG_INFINITY)), observations: vec![obs("model.head", f64::NAN, 0.5), obs("model.head.iter-42", 2.0, 0.9)], failures: vec![(0, failure)], error: Some("missing from the golden file".into()) },
+            LayerOutcome { key: "model.base_model.embedding".into(), bounds: Bounds::new(Some(0.01), Some(0.999)), observations: vec![obs("model.base_model.embedding", 1e-3, 0.99999)], failures: vec![], error: None, attribution: None, location: None },
+            LayerOutcome { key: "model.head".into(), bounds: Bounds::new(None, Some(f64::NEG_INFINITY)), observations: vec![obs("model.head", f64::NAN, 0.5), obs("model.head.iter-42", 2.0, 0.9)], failures: vec![(0, failure)], error: Some("missing from the golden file".into()), attribution: None, location: None },
         ],
         notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json".into()],
+        attribution_unavailable: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("o.bin");

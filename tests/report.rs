@@ -29,7 +29,7 @@ fn outcome() -> CaseOutcome {
         let bounds = Bounds::new(Some(abs * 1.25), Some(1.0 - dist * 1.25));
         if key == ModuleKey::Head {
             let error = "the golden file golden/tiny-granite/fwd-b2-s32.safetensors has no record model.head\n(hint: `LAYERCHECK_UPDATE_GOLDEN=1 cargo test --test layers -- 'tiny-granite::cpu-bf16::fwd::b2::s32::'`)";
-            layers.push(LayerOutcome { key: name, bounds, observations: vec![], failures: vec![], error: Some(error.into()) });
+            layers.push(LayerOutcome { key: name, bounds, observations: vec![], failures: vec![], error: Some(error.into()), attribution: None, location: None });
             continue;
         }
         let mut observations = Vec::new();
@@ -59,9 +59,9 @@ fn outcome() -> CaseOutcome {
             observations.push(o);
         }
         let failures = observations.iter().enumerate().flat_map(|(j, o)| check(o, &bounds, &margins).into_iter().map(move |f| (j, f))).collect();
-        layers.push(LayerOutcome { key: name, bounds, observations, failures, error: None });
+        layers.push(LayerOutcome { key: name, bounds, observations, failures, error: None, attribution: None, location: None });
     }
-    CaseOutcome { case: CASE.into(), setup_error: None, layers, notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json (per prompt, p100 at batch-size-2_seq-length-32)".into()] }
+    CaseOutcome { case: CASE.into(), setup_error: None, layers, notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json (per prompt, p100 at batch-size-2_seq-length-32)".into()], attribution_unavailable: None }
 }
 
 fn bin() -> &'static str {

@@ -10,10 +10,12 @@ use tch::Tensor;
 use super::file_lock::{lock_path, FileLock};
 use super::golden::{GoldenStore, Provenance};
 use super::matrix::{Margins, Matrix, ModelEntry, ReferenceKind, TargetSpec};
+use super::location::ErrorLocation;
 use super::outcome::{CaseOutcome, LayerOutcome};
 use super::target_listener::{Fault, TargetListener};
 use super::test_name::{CaseId, Feed};
 use super::update::{regenerate_command, run_id, UpdateMode};
+use super::attribution::attribute;
 use super::verdict::check;
 use crate::capture::{parse_record_name, Capture, Mode, Recorder};
 use crate::hooks::ModuleKey;
@@ -32,10 +34,10 @@ type SetupResult<T> = Result<T, String>;
 
 /// Computes `case` (stopping the target's forward after `stop_after` when given).
 pub fn evaluate(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, update: UpdateMode) -> CaseOutcome {
-    let mut notes = Vec::new();
-    match evaluate_inner(matrix, case, stop_after, update, &mut notes) {
-        Ok(layers) => CaseOutcome { case: case.to_string(), setup_error: None, layers, notes },
-        Err(e) => CaseOutcome { case: case.to_string(), setup_error: Some(e), layers: Vec::new(), notes },
+    let (mut notes, mut attribution_unavailable) = (Vec::new(), None);
+    match evaluate_inner(matrix, case, stop_after, update, &mut notes, &mut attribution_unavailable) {
+        Ok(layers) => CaseOutcome { case: case.to_string(), setup_error: None, layers, notes, attribution_unavailable },
+        Err(e) => CaseOutcome { case: case.to_string(), setup_error: Some(e), layers: Vec::new(), notes, attribution_unavailable },
     }
 }
 
@@ -64,7 +66,14 @@ pub fn case_batch(model_dir: &Path, prompts_file: &Path, batch_size: usize, seq_
     TokenBatch::from_prompts(&chosen, &tokenizer, Some(seq_len), prompts_file).map_err(|e| e.to_string())
 }
 
-fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, update: UpdateMode, notes: &mut Vec<String>) -> SetupResult<Vec<LayerOutcome>> {
+fn evaluate_inner(
+    matrix: &Matrix,
+    case: &CaseId,
+    stop_after: Option<ModuleKey>,
+    update: UpdateMode,
+    notes: &mut Vec<String>,
+    attribution_unavailable: &mut Option<String>,
+) -> SetupResult<Vec<LayerOutcome>> {
     let entry: &ModelEntry = matrix.model(case);
     let model_dir = matrix.resolve(&entry.path);
     if !model_dir.join("config.json").exists() {
@@ -94,10 +103,11 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
         (ReferenceKind::Golden, UpdateMode::Update) => regenerate_golden(&store, case, &model_dir, entry, &batch, &spec, &provenance()?)?,
         (ReferenceKind::Golden, UpdateMode::Verify) => store.load(case, &provenance()?, &fix).map_err(|e| e.to_string())?,
     };
-    // An external program reads the isolated feed's inputs from a file: a live reference's goes
-    // to a temporary one, removed with the computation.
-    let live_file = match (matrix.reference(case), matrix.target(case), case.feed) {
-        (ReferenceKind::Live, TargetSpec::Command { .. }, Feed::Isolated) => {
+    // An external program reads the isolated feed's inputs from a file (the case's, or its
+    // attribution re-run's): a live reference's goes to a temporary one, removed with the
+    // computation.
+    let live_file = match (matrix.reference(case), matrix.target(case)) {
+        (ReferenceKind::Live, TargetSpec::Command { .. }) => {
             let dir = tempfile::Builder::new().prefix("layercheck-live-").tempdir().map_err(|e| format!("a temporary folder for the live reference: {e}"))?;
             let path = dir.path().join("reference.safetensors");
             golden.write(&path).map_err(|e| e.to_string())?;
@@ -110,37 +120,44 @@ fn evaluate_inner(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>,
     let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
     notes.push(note);
 
-    let records = match matrix.target(case) {
-        TargetSpec::Plain(t) => builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *t, None, &fix)?,
-        TargetSpec::Fault { base, module, amplitude } => {
-            let fault = Fault { module: *module, amplitude: *amplitude };
-            builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
-        }
-        TargetSpec::Command { argv, timeout_s } => {
-            let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
-            let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
-            let capture = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
-            check_capture(&capture, &request, &format!("the capture of target {}'s command", case.target)).map_err(|e| e.to_string())?;
-            if case.feed == Feed::Cumulative {
-                save_capture(&capture, case, notes)?;
+    // The target's records for `case` (the case itself, or its isolated twin for attribution).
+    let records_for = |case: &CaseId, notes: &mut Vec<String>| -> SetupResult<Vec<TargetRecord>> {
+        Ok(match matrix.target(case) {
+            TargetSpec::Plain(t) => builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *t, None, &fix)?,
+            TargetSpec::Fault { base, module, amplitude } => {
+                let fault = Fault { module: *module, amplitude: *amplitude };
+                builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
             }
-            external_records(capture, &request)?
-        }
-        TargetSpec::Captures { dir } => {
-            if case.feed == Feed::Isolated {
-                return Err(format!("target {} is a folder of pre-recorded captures, one run per case: it cannot be fed golden inputs\n(hint: use the cumulative feed for it, or a command target that feeds inputs)", case.target));
+            TargetSpec::Command { argv, timeout_s } => {
+                let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
+                let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
+                let capture = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
+                check_capture(&capture, &request, &format!("the capture of target {}'s command", case.target)).map_err(|e| e.to_string())?;
+                if case.feed == Feed::Cumulative {
+                    save_capture(&capture, case, notes)?;
+                }
+                external_records(capture, &request)?
             }
-            let path = capture_path(dir, case);
-            if !path.is_file() {
-                return Err(format!("target {}: no pre-recorded capture {} for this case\n(hint: record it on the device host, e.g. `python -m layercheck_fms --model-path ... --input-ids ... --out {}`, see README \"Testing your accelerator\")", case.target, path.display(), path.display()));
+            TargetSpec::Captures { dir } => {
+                if case.feed == Feed::Isolated {
+                    return Err(format!("target {} is a folder of pre-recorded captures, one run per case: it cannot be fed golden inputs\n(hint: use the cumulative feed for it, or a command target that feeds inputs)", case.target));
+                }
+                let path = capture_path(dir, case);
+                if !path.is_file() {
+                    return Err(format!("target {}: no pre-recorded capture {} for this case\n(hint: record it on the device host, e.g. `python -m layercheck_fms --model-path ... --input-ids ... --out {}`, see README \"Testing your accelerator\")", case.target, path.display(), path.display()));
+                }
+                let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
+                let capture = Capture::read(&path).map_err(|e| e.to_string())?;
+                check_capture(&capture, &request, &path.display().to_string()).map_err(|e| e.to_string())?;
+                external_records(capture, &request)?
             }
-            let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
-            let capture = Capture::read(&path).map_err(|e| e.to_string())?;
-            check_capture(&capture, &request, &path.display().to_string()).map_err(|e| e.to_string())?;
-            external_records(capture, &request)?
-        }
+        })
     };
-    Ok(judge(records, &golden, &bounds, &matrix.margins, &golden_path, &fix))
+    let records = records_for(case, notes)?;
+    let mut layers = judge(records, &golden, &bounds, &matrix.margins, &golden_path, &fix);
+    let rerun = |iso: &CaseId| records_for(iso, &mut Vec::new()).map(|r| judge(r, &golden, &bounds, &matrix.margins, &golden_path, &fix));
+    *attribution_unavailable = attribute(case, matrix.target(case), &golden, &mut layers, rerun, &fix);
+    Ok(layers)
 }
 
 /// One target record to judge: its tensor name, module key and output, or why it cannot be
@@ -232,7 +249,7 @@ fn judge(records: Vec<TargetRecord>, golden: &Capture, bounds: &dyn Fn(&str) -> 
         let i = match by_key.iter().position(|l| l.key == key) {
             Some(i) => i,
             None => {
-                by_key.push(LayerOutcome { bounds: bounds(&key), key, observations: Vec::new(), failures: Vec::new(), error: None });
+                by_key.push(LayerOutcome { bounds: bounds(&key), key, observations: Vec::new(), failures: Vec::new(), error: None, attribution: None, location: None });
                 by_key.len() - 1
             }
         };
@@ -259,6 +276,10 @@ fn judge(records: Vec<TargetRecord>, golden: &Capture, bounds: &dyn Fn(&str) -> 
                 continue;
             }
         };
+        match crate::metrics::error_sums(&comparison.abs_diff) {
+            Ok(sums) => layer.location.get_or_insert_with(ErrorLocation::empty).add(&name, &sums.per_token, &sums.per_channel),
+            Err(e) => layer.error = Some(format!("record {name}: {e}")),
+        }
         for (item, s) in comparison.items.iter().enumerate() {
             let obs = s.observation(&name, item);
             let index = layer.observations.len();

@@ -5,8 +5,9 @@
 //! computing side is here: golden files, the target's listener and [`evaluate::evaluate`], which
 //! `layercheck suite-case` runs for them.
 
+pub mod attribution;
 pub mod evaluate;
 pub mod golden;
 pub mod target_listener;
 
-pub use layercheck_suite::{file_lock, matrix, message, outcome, test_name, update, verdict};
+pub use layercheck_suite::{file_lock, location, matrix, message, outcome, test_name, update, verdict};

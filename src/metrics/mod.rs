@@ -75,11 +75,13 @@
 
 mod compare;
 mod compensated;
+mod location;
 mod summary;
 
 pub use compare::{abs_diff, compare, cos_sim, summarize, true_cos_sim, Comparison};
 pub(crate) use compare::to_f64_vec;
 pub use compensated::CompensatedSum;
+pub use location::{error_sums, ErrorSums};
 pub use summary::{unravel_index, LayerSummary, SUMMARY_FIELDS};
 
 /// Why two tensors could not be compared.

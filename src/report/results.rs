@@ -370,7 +370,7 @@ mod tests {
         let b = Bounds::new(Some(0.5), Some(0.999));
         let layer = |key: &str, o: Observation| {
             let failures = check(&o, &b, &m).into_iter().map(|f| (0, f)).collect();
-            LayerOutcome { key: key.into(), bounds: b, observations: vec![o], failures, error: None }
+            LayerOutcome { key: key.into(), bounds: b, observations: vec![o], failures, error: None, attribution: None, location: None }
         };
         let mut nan = obs("model.base_model.layers0.attn.dense", f64::NAN, f64::NAN);
         nan.target_nonfinite = 3;
@@ -381,9 +381,10 @@ mod tests {
             layers: vec![
                 layer("model.base_model.embedding", obs("model.base_model.embedding", 0.0, 1.0)),
                 layer("model.base_model.layers0.attn.dense", nan),
-                LayerOutcome { key: "model.head".into(), bounds: Bounds::new(None, Some(f64::NEG_INFINITY)), observations: vec![], failures: vec![], error: Some("no record".into()) },
+                LayerOutcome { key: "model.head".into(), bounds: Bounds::new(None, Some(f64::NEG_INFINITY)), observations: vec![], failures: vec![], error: Some("no record".into()), attribution: None, location: None },
             ],
             notes: vec!["thresholds: t.json".into()],
+            attribution_unavailable: None,
         }
     }
 

@@ -115,8 +115,9 @@ mod tests {
         let outcome = CaseOutcome {
             case: "c".into(),
             setup_error: None,
-            layers: vec![LayerOutcome { key: "k".into(), bounds: Bounds::new(Some(1.0), None), observations: vec![obs], failures: vec![], error: None }],
+            layers: vec![LayerOutcome { key: "k".into(), bounds: Bounds::new(Some(1.0), None), observations: vec![obs], failures: vec![], error: None, attribution: None, location: None }],
             notes: vec![],
+            attribution_unavailable: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.bin");

@@ -5,9 +5,11 @@
 //! nextest, running a process per test, would pay hundreds of times); they ask the `layercheck`
 //! binary to compute each case once (`compute`) and share its outcome (`case_cache`).
 
+pub mod attribution;
 pub mod case_cache;
 pub mod compute;
 pub mod file_lock;
+pub mod location;
 pub mod matrix;
 pub mod message;
 pub mod mode;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::attribution::Attribution;
+use crate::location::ErrorLocation;
 use crate::verdict::{Bounds, Failure, Observation};
 
 /// Everything the tests of one case need.
@@ -20,6 +22,9 @@ pub struct CaseOutcome {
     pub layers: Vec<LayerOutcome>,
     /// Things a reader should know (e.g. which thresholds were applied).
     pub notes: Vec<String>,
+    /// Why the failing layers could not be classified introduced or inherited, when they could not.
+    #[serde(default)]
+    pub attribution_unavailable: Option<String>,
 }
 
 /// One module's result in a case.
@@ -34,6 +39,13 @@ pub struct LayerOutcome {
     pub failures: Vec<(usize, Failure)>,
     /// Set when this layer could not be compared (e.g. missing from the golden file).
     pub error: Option<String>,
+    /// For a failing layer: whether it makes its own error or inherits it (`None` when passing
+    /// or not classified).
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
+    /// For a failing layer: its worst tokens and channels.
+    #[serde(default)]
+    pub location: Option<ErrorLocation>,
 }
 
 impl LayerOutcome {
@@ -46,12 +58,17 @@ impl LayerOutcome {
 impl CaseOutcome {
     /// An outcome whose every test fails with `error`.
     pub fn failed(case: &str, error: String) -> Self {
-        CaseOutcome { case: case.to_string(), setup_error: Some(error), layers: Vec::new(), notes: Vec::new() }
+        CaseOutcome { case: case.to_string(), setup_error: Some(error), layers: Vec::new(), notes: Vec::new(), attribution_unavailable: None }
     }
 
     /// The first layer that failed, in forward order.
     pub fn first_failure(&self) -> Option<&LayerOutcome> {
         self.layers.iter().find(|l| !l.passed())
+    }
+
+    /// The first layer that fails of its own making ([`Attribution::Introduced`]).
+    pub fn first_introduced(&self) -> Option<&LayerOutcome> {
+        self.layers.iter().find(|l| l.attribution == Some(Attribution::Introduced))
     }
 
     /// The layer with file key `key`, if it was recorded.
