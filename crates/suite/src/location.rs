@@ -88,7 +88,8 @@ impl ErrorLocation {
             *acc += v;
         }
         self.total_sq = self.channel_sq.iter().sum();
-        let mut order: Vec<usize> = (0..self.channel_sq.len()).collect();
+        // Channels without error carry none of it: not listed.
+        let mut order: Vec<usize> = (0..self.channel_sq.len()).filter(|&c| !(self.channel_sq[c] <= 0.0)).collect();
         order.sort_by(|&a, &b| self.channel_sq[b].total_cmp(&self.channel_sq[a]));
         self.channels = order.into_iter().take(TOP).map(|c| ChannelShare { channel: c as u64, share: self.channel_sq[c] / self.total_sq }).collect();
     }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::attribution::Attribution;
 use crate::matrix::Margins;
 use crate::outcome::{CaseOutcome, LayerOutcome};
 use crate::report_dir::case_report_dir;
@@ -15,6 +16,13 @@ pub fn layer_failure(name: &TestName, layer: &LayerOutcome, outcome: &CaseOutcom
     let _ = writeln!(m, "{} diverges from the CPU golden on {}", layer.key, case_words(&name.case));
     if let Some(e) = &layer.error {
         let _ = writeln!(m, "  {e}");
+    }
+    if let Some(a) = layer.attribution {
+        let why = match a {
+            Attribution::Introduced => "it fails when fed its golden input too: this module makes error of its own",
+            Attribution::Inherited => "it passes when fed its golden input: it carries error made upstream",
+        };
+        let _ = writeln!(m, "  attribution: {a} ({why})");
     }
     let fmt_th = |t: Option<f64>| t.map_or("none".to_string(), |v| format!("{v:.6e}"));
     let _ = writeln!(
@@ -39,10 +47,20 @@ pub fn layer_failure(name: &TestName, layer: &LayerOutcome, outcome: &CaseOutcom
             worst.abs_diff_l2, worst.abs_diff_max, worst.cos_mean, worst.cos_min, worst.worst_token, worst.item, worst.record
         );
     }
-    if let Some(first) = outcome.first_failure() {
+    if let Some(loc) = &layer.location {
+        let _ = writeln!(m, "  where: {}", loc.describe());
+    }
+    if let Some(first) = outcome.first_introduced() {
+        if first.key != layer.key {
+            let _ = writeln!(m, "  the first layer that introduces error in this case is {}: look there first", first.key);
+        }
+    } else if let Some(first) = outcome.first_failure() {
         if first.key != layer.key {
             let _ = writeln!(m, "  the first failing layer of this case is {}: look there first", first.key);
         }
+    }
+    if let Some(why) = &outcome.attribution_unavailable {
+        let _ = writeln!(m, "  {}", why.replace('\n', "\n  "));
     }
     for note in &outcome.notes {
         let _ = writeln!(m, "  note: {note}");
@@ -59,16 +77,34 @@ pub fn setup_failure(name: &TestName, error: &str) -> String {
 /// The message of a failing summary test.
 pub fn summary_failure(name: &TestName, outcome: &CaseOutcome) -> String {
     let failing: Vec<&str> = outcome.layers.iter().filter(|l| !l.passed()).map(|l| l.key.as_str()).collect();
-    let first = failing.first().copied().unwrap_or("(none)");
-    let mut m = format!(
-        "{}: {} of {} layers fail; the first failing layer is {first}\n",
-        case_words(&name.case),
-        failing.len(),
-        outcome.layers.len()
-    );
-    let _ = writeln!(m, "  failing: {}", failing.iter().take(12).copied().collect::<Vec<_>>().join(", "));
+    let introduced: Vec<&str> = outcome.layers.iter().filter(|l| l.attribution == Some(Attribution::Introduced)).map(|l| l.key.as_str()).collect();
+    let first_failing = failing.first().copied().unwrap_or("(none)");
+    let first = introduced.first().copied().unwrap_or(first_failing);
+    let headline = match introduced.first() {
+        Some(k) => format!("first layer that introduces error: {k}"),
+        None => format!("the first failing layer is {first_failing}"),
+    };
+    let mut m = format!("{}: {} of {} layers fail; {headline}\n", case_words(&name.case), failing.len(), outcome.layers.len());
+    let _ = writeln!(m, "  failing: {}", list(&failing));
+    if !introduced.is_empty() {
+        let inherited = outcome.layers.iter().filter(|l| l.attribution == Some(Attribution::Inherited)).count();
+        let _ = writeln!(m, "  introduced (fail when fed their golden input too): {}", list(&introduced));
+        let _ = writeln!(m, "  inherited (pass when fed their golden input): {inherited} layer(s)");
+    }
+    if let Some(why) = &outcome.attribution_unavailable {
+        let _ = writeln!(m, "  {}", why.replace('\n', "\n  "));
+    }
     let _ = write!(m, "  details: cargo test --test layers -- --exact '{}::{first}'\n{}", name.case, commands(name));
     m
+}
+
+/// At most 12 keys, comma-separated, with how many more there are.
+fn list(keys: &[&str]) -> String {
+    let mut s = keys.iter().take(12).copied().collect::<Vec<_>>().join(", ");
+    if keys.len() > 12 {
+        let _ = write!(s, " ... and {} more", keys.len() - 12);
+    }
+    s
 }
 
 fn case_words(case: &CaseId) -> String {
@@ -86,4 +122,63 @@ fn commands(name: &TestName) -> String {
         "{report}  re-run this test: cargo test --test layers -- --exact '{name}'\n  regenerate this case's golden file (if the reference changed on purpose): {}\n",
         regenerate_command(&name.case)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::ErrorLocation;
+    use crate::verdict::{Bounds, Failure, Observation};
+
+    const CASE: &str = "tiny-granite::fault-l1-dense::fwd::b1::s32";
+
+    fn layer(key: &str, fails: bool, attribution: Option<Attribution>) -> LayerOutcome {
+        let obs = Observation { record: key.into(), item: 0, abs_diff_l2: 0.5, abs_diff_max: 0.1, cos_mean: 0.99, cos_min: 0.98, worst_token: 7, target_nonfinite: 0, reference_nonfinite: 0 };
+        let failures = match fails {
+            true => vec![(0, Failure { quantity: "abs_diff_l2".into(), observed: 0.5, threshold: Some(0.01), excess: 0.4895, reason: "abs_diff L2 5.000000e-1 > threshold 1.000000e-2 + margin (allowed 1.050000e-2)".into() })],
+            false => vec![],
+        };
+        let mut location = ErrorLocation::empty();
+        location.add(key, &[vec![0.01, 0.2, 0.04]], &[0.1, 0.0, 0.15]);
+        LayerOutcome { key: key.into(), bounds: Bounds::new(Some(0.01), Some(0.999)), observations: vec![obs], failures, error: None, attribution, location: Some(location) }
+    }
+
+    fn outcome(unavailable: Option<&str>) -> CaseOutcome {
+        let attributed = |a| if unavailable.is_some() { None } else { Some(a) };
+        CaseOutcome {
+            case: CASE.into(),
+            setup_error: None,
+            layers: vec![
+                layer("model.base_model.embedding", false, None),
+                layer("model.base_model.layers1.attn.dense", true, attributed(Attribution::Introduced)),
+                layer("model.base_model.layers1.ff_sub_layer", true, attributed(Attribution::Inherited)),
+                layer("model.head", true, attributed(Attribution::Inherited)),
+            ],
+            notes: vec!["thresholds: t.json".into()],
+            attribution_unavailable: unavailable.map(String::from),
+        }
+    }
+
+    /// The message without the machine-dependent report folder.
+    fn portable(m: String, name: &TestName) -> String {
+        let dir = case_report_dir(&name.case.to_string()).map(|d| d.display().to_string()).unwrap_or_default();
+        m.replace(&dir, "[REPORT_DIR]")
+    }
+
+    #[test]
+    fn the_summary_names_the_first_layer_that_introduces_error() {
+        let name: TestName = format!("{CASE}::summary").parse().unwrap();
+        insta::assert_snapshot!(portable(summary_failure(&name, &outcome(None)), &name));
+        let why = "attribution unavailable: the reference has no module inputs\n(hint: set golden_inputs = true)";
+        insta::assert_snapshot!("summary_without_attribution", portable(summary_failure(&name, &outcome(Some(why))), &name));
+    }
+
+    #[test]
+    fn a_layer_says_whether_it_introduces_or_inherits_its_error_and_where_it_sits() {
+        let o = outcome(None);
+        let name: TestName = format!("{CASE}::model.base_model.layers1.ff_sub_layer").parse().unwrap();
+        insta::assert_snapshot!(portable(layer_failure(&name, &o.layers[2], &o, &Margins { rtol: 0.05, atol: 1e-6 }), &name));
+        let name: TestName = format!("{CASE}::model.base_model.layers1.attn.dense").parse().unwrap();
+        insta::assert_snapshot!("introduced_layer", portable(layer_failure(&name, &o.layers[1], &o, &Margins { rtol: 0.05, atol: 1e-6 }), &name));
+    }
 }
