@@ -28,7 +28,7 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
             Some(i) => i,
             None => {
                 let bounds = bounds_of.as_ref().map(|f| f(&key));
-                layers.push(LayerResults { key, bounds, records: Vec::new(), error: None });
+                layers.push(LayerResults { key, bounds, records: Vec::new(), error: None, attribution: None, location: None });
                 layers.len() - 1
             }
         };
@@ -49,6 +49,7 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
         margins: thresholds.map(|(_, m)| *m),
         setup_error: None,
         notes,
+        attribution_unavailable: None,
         layers,
     }
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::layers::Submodule;
+use layercheck_suite::attribution::Attribution;
+use crate::harness::location::{ChannelShare, ErrorLocation, TokenError};
 use crate::harness::outcome::CaseOutcome;
 use crate::harness::matrix::Margins;
 use crate::harness::verdict::{Bounds, CosRule, Failure, Observation};
@@ -26,6 +28,8 @@ pub struct CaseResults {
     pub setup_error: Option<String>,
     /// Things a reader should know (e.g. which thresholds were applied).
     pub notes: Vec<String>,
+    /// Why failing layers are not classified introduced or inherited, when they are not.
+    pub attribution_unavailable: Option<String>,
     /// In forward order.
     pub layers: Vec<LayerResults>,
 }
@@ -41,6 +45,10 @@ pub struct LayerResults {
     pub records: Vec<RecordResult>,
     /// Set when the layer could not be compared.
     pub error: Option<String>,
+    /// For a failing layer: whether it introduces or inherits its error, when known.
+    pub attribution: Option<Attribution>,
+    /// For a failing layer: its worst tokens and channels.
+    pub location: Option<ErrorLocation>,
 }
 
 /// One record (forward call) of one prompt (batch item) of a layer.
@@ -68,10 +76,15 @@ impl CaseResults {
                         r.failures.push(f.clone());
                     }
                 }
-                LayerResults { key: l.key.clone(), bounds: Some(l.bounds), records, error: l.error.clone() }
+                // Only a failing layer's, without the per-channel sums (the outcome file has none either).
+                let location = l.location.clone().filter(|_| !l.passed()).map(|mut loc| {
+                    loc.channel_sq.clear();
+                    loc
+                });
+                LayerResults { key: l.key.clone(), bounds: Some(l.bounds), records, error: l.error.clone(), attribution: l.attribution, location }
             })
             .collect();
-        CaseResults { case: outcome.case.clone(), source: "harness".into(), margins: Some(*margins), setup_error: outcome.setup_error.clone(), notes: outcome.notes.clone(), layers }
+        CaseResults { case: outcome.case.clone(), source: "harness".into(), margins: Some(*margins), setup_error: outcome.setup_error.clone(), notes: outcome.notes.clone(), attribution_unavailable: outcome.attribution_unavailable.clone(), layers }
     }
 
     /// `results.jsonl`: the case line, then one line per record (and per layer error).
@@ -84,15 +97,26 @@ impl CaseResults {
             margins: self.margins.map(|m| MarginsJson { rtol: m.rtol, atol: m.atol }),
             setup_error: self.setup_error.clone(),
             notes: self.notes.clone(),
+            attribution_unavailable: self.attribution_unavailable.clone(),
             layercheck_version: env!("CARGO_PKG_VERSION").into(),
         };
         let mut out = line(&header);
         for (order, layer) in self.layers.iter().enumerate() {
+            let mut first = true;
+            // The layer's location goes on its first line only.
+            let mut push = |record: Option<&RecordResult>| {
+                let mut row = self.record_json(order, layer, record);
+                if first {
+                    row.location = layer.location.as_ref().map(|l| LocationJson::of(l, &mut row.nonfinite));
+                }
+                first = false;
+                out.push_str(&line(&row));
+            };
             for r in &layer.records {
-                out.push_str(&line(&self.record_json(order, layer, Some(r))));
+                push(Some(r));
             }
             if layer.error.is_some() {
-                out.push_str(&line(&self.record_json(order, layer, None)));
+                push(None);
             }
         }
         out
@@ -163,6 +187,8 @@ impl CaseResults {
             verdict: verdict.into(),
             failures,
             error: if record.is_none() { layer.error.clone() } else { None },
+            attribution: layer.attribution,
+            location: None,
             nonfinite: nf.0,
         }
     }
@@ -184,6 +210,7 @@ impl CaseResults {
             margins: header.margins.map(|m| Margins { rtol: m.rtol, atol: m.atol }),
             setup_error: header.setup_error,
             notes: header.notes,
+            attribution_unavailable: header.attribution_unavailable,
             layers: Vec::new(),
         };
         for (i, text) in lines {
@@ -199,9 +226,12 @@ impl CaseResults {
                     return Err(bad("the lines of one layer must follow each other"));
                 }
                 let bounds = row.bounds.as_ref().map(|b| Bounds { abs_diff_l2: nf.back("bounds.abs_diff_l2", b.abs_diff_l2), cos_mean: nf.back("bounds.cos_mean", b.cos_mean), cos_rule: row.cos_rule });
-                results.layers.push(LayerResults { key: row.layer.clone(), bounds, records: Vec::new(), error: None });
+                results.layers.push(LayerResults { key: row.layer.clone(), bounds, records: Vec::new(), error: None, attribution: row.attribution, location: None });
             }
             let layer = results.layers.last_mut().ok_or_else(|| bad("no layer"))?;
+            if let Some(l) = &row.location {
+                layer.location = Some(l.back(&nf));
+            }
             if row.verdict == "error" {
                 layer.error = Some(row.error.unwrap_or_default());
                 continue;
@@ -288,6 +318,8 @@ struct HeaderJson {
     setup_error: Option<String>,
     #[serde(default)]
     notes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attribution_unavailable: Option<String>,
     #[serde(default)]
     layercheck_version: String,
 }
@@ -321,8 +353,61 @@ struct RecordJson {
     #[serde(default)]
     failures: Vec<FailureJson>,
     error: Option<String>,
+    /// "introduced" or "inherited" for a failing layer whose attribution is known; absent
+    /// otherwise (and in files written before attribution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attribution: Option<Attribution>,
+    /// A failing layer's worst tokens and channels, on its first line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    location: Option<LocationJson>,
     #[serde(default)]
     nonfinite: BTreeMap<String, String>,
+}
+
+/// [`ErrorLocation`] in JSON: non-finite numbers null and flagged in the line's `nonfinite`.
+#[derive(Serialize, Deserialize)]
+struct LocationJson {
+    tokens: Vec<TokenJson>,
+    channels: Vec<ChannelJson>,
+    total_sq: Option<f64>,
+    token_sq: Vec<Option<f64>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenJson {
+    record: String,
+    item: usize,
+    token: u64,
+    sq: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChannelJson {
+    channel: u64,
+    share: Option<f64>,
+}
+
+impl LocationJson {
+    fn of(l: &ErrorLocation, flags: &mut BTreeMap<String, String>) -> Self {
+        let mut nf = NonFinite(std::mem::take(flags));
+        let tokens = l.tokens.iter().enumerate().map(|(i, t)| TokenJson { record: t.record.clone(), item: t.item, token: t.token, sq: nf.num(&format!("location.tokens.{i}.sq"), t.sq) }).collect();
+        let channels = l.channels.iter().enumerate().map(|(i, c)| ChannelJson { channel: c.channel, share: nf.num(&format!("location.channels.{i}.share"), c.share) }).collect();
+        let token_sq = l.token_sq.iter().enumerate().map(|(i, v)| nf.num(&format!("location.token_sq.{i}"), *v)).collect();
+        let total_sq = nf.num("location.total_sq", l.total_sq);
+        *flags = nf.0;
+        LocationJson { tokens, channels, total_sq, token_sq }
+    }
+
+    fn back(&self, nf: &NonFinite) -> ErrorLocation {
+        let v = |path: String, x: Option<f64>| nf.back(&path, x).unwrap_or(f64::NAN);
+        ErrorLocation {
+            tokens: self.tokens.iter().enumerate().map(|(i, t)| TokenError { record: t.record.clone(), item: t.item, token: t.token, sq: v(format!("location.tokens.{i}.sq"), t.sq) }).collect(),
+            channels: self.channels.iter().enumerate().map(|(i, c)| ChannelShare { channel: c.channel, share: v(format!("location.channels.{i}.share"), c.share) }).collect(),
+            total_sq: v("location.total_sq".into(), self.total_sq),
+            token_sq: self.token_sq.iter().enumerate().map(|(i, x)| v(format!("location.token_sq.{i}"), *x)).collect(),
+            channel_sq: Vec::new(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -415,6 +500,37 @@ mod tests {
         assert!(back.layers[1].records[0].failures[1].excess.is_nan());
         assert_eq!(back.layers[2].error.as_deref(), Some("no record"));
         assert_eq!(back.layers[2].bounds.unwrap().cos_mean, Some(f64::NEG_INFINITY));
+    }
+
+    #[test]
+    fn attribution_and_location_round_trip_and_old_files_stay_readable() {
+        let mut o = outcome();
+        let mut loc = ErrorLocation::empty();
+        loc.add("model.base_model.layers0.attn.dense", &[vec![1.0, f64::NAN]], &[3.0, 1.0]);
+        o.layers[1].attribution = Some(Attribution::Introduced);
+        o.layers[1].location = Some(loc);
+        // A passing layer's location is not written.
+        let mut passing = ErrorLocation::empty();
+        passing.add("model.base_model.embedding", &[vec![0.0]], &[0.0]);
+        o.layers[0].location = Some(passing);
+        o.attribution_unavailable = Some("why\n(hint: how)".into());
+        let text = CaseResults::from_outcome(&o, &Margins::default()).to_jsonl();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["attribution_unavailable"], "why\n(hint: how)");
+        assert!(lines[1].get("attribution").is_none() && lines[1].get("location").is_none(), "{text}");
+        assert_eq!(lines[2]["attribution"], "introduced");
+        assert_eq!(lines[2]["location"]["channels"][0]["channel"], 0);
+        assert_eq!(lines[2]["nonfinite"]["location.token_sq.1"], "NaN");
+        let back = CaseResults::from_jsonl(&text).unwrap();
+        assert_eq!(back.to_jsonl(), text);
+        assert_eq!(back.layers[1].attribution, Some(Attribution::Introduced));
+        assert!(back.layers[1].location.as_ref().unwrap().tokens[0].sq.is_nan());
+        assert_eq!(back.attribution_unavailable.as_deref(), Some("why\n(hint: how)"));
+        // A file written before attribution (no such fields) reads with none.
+        let old = CaseResults::from_outcome(&outcome(), &Margins::default()).to_jsonl();
+        assert!(!old.contains("attribution") && !old.contains("location"));
+        let back = CaseResults::from_jsonl(&old).unwrap();
+        assert!(back.layers.iter().all(|l| l.attribution.is_none() && l.location.is_none()));
     }
 
     #[test]
