@@ -141,7 +141,8 @@ fn missing_golden_then_regeneration_then_staleness() {
 fn the_fault_target_fails_its_module_alone_when_isolated_and_everything_after_when_cumulative() {
     let tmp = tempfile::tempdir().unwrap();
     let m = matrix(tmp.path(), &root().join("golden"), &root().join("models/tiny-granite"), "\"fault-l1-dense\"", "\"isolated\", \"cumulative\"", "\"model-forward\"");
-    let out = cargo(&["test", "-q", "--test", "layers"], &[("LAYERCHECK_MATRIX", m.to_str().unwrap())]);
+    let reports = tempfile::tempdir().unwrap();
+    let out = cargo(&["test", "-q", "--test", "layers"], &[("LAYERCHECK_MATRIX", m.to_str().unwrap()), ("LAYERCHECK_REPORT_DIR", reports.path().to_str().unwrap())]);
     let (ok, failed, _) = outcomes(&out);
     assert!(!ok.is_empty(), "{}", text(&out));
     let iso: Vec<&str> = failed.iter().filter(|n| n.contains("::iso::")).map(|n| layer_of(n)).collect();
@@ -154,7 +155,30 @@ fn the_fault_target_fails_its_module_alone_when_isolated_and_everything_after_wh
     let mut cumulative: Vec<&str> = failed.iter().filter(|n| !n.contains("::iso::")).map(|n| layer_of(n)).collect();
     cumulative.sort();
     assert_eq!(cumulative, expected, "{}", text(&out));
-    assert!(text(&out).contains("the first failing layer of this case is model.base_model.layers1.attn.dense") || text(&out).contains("first failing layer is model.base_model.layers1.attn.dense"));
+    // Attribution: in the cumulative feed the faulty module is the one layer that introduces
+    // error, every failing layer after it inherits it.
+    let t = text(&out);
+    assert!(t.contains("first layer that introduces error: model.base_model.layers1.attn.dense"), "{t}");
+    assert!(t.contains("  introduced (fail when fed their golden input too): model.base_model.layers1.attn.dense\n"), "{t}");
+    assert!(t.contains(&format!("  inherited (pass when fed their golden input): {} layer(s)\n", expected.len() - 2)), "{t}");
+    assert!(t.contains("attribution: inherited"), "{t}");
+    let results = std::fs::read_to_string(reports.path().join("tiny-granite_fault-l1-dense_fwd_b1_s32/results.jsonl")).unwrap();
+    let results = layercheck::report::CaseResults::from_jsonl(&results).unwrap();
+    for layer in &results.layers {
+        let failing = layer.records.iter().any(|r| !r.failures.is_empty());
+        let expected = match (failing, layer.key == "model.base_model.layers1.attn.dense") {
+            (false, _) => None,
+            (true, true) => Some(layercheck_suite::attribution::Attribution::Introduced),
+            (true, false) => Some(layercheck_suite::attribution::Attribution::Inherited),
+        };
+        assert_eq!(layer.attribution, expected, "{}", layer.key);
+        // Where: a failing layer names its worst tokens and the channels carrying its error.
+        if failing {
+            let loc = layer.location.as_ref().unwrap();
+            assert_eq!((loc.tokens.len(), loc.channels.len()), (5, 5), "{}", layer.key);
+            assert!(loc.channels.iter().all(|c| c.share > 0.0 && c.share <= 1.0) && loc.tokens.iter().all(|t| t.token < 32));
+        }
+    }
 }
 
 /// Test names of `cargo nextest list` with their ignored flag.

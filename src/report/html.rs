@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::attribution::{attribution_sentence, failing_lines, heat_svg};
 use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::markdown::{
     cos_opt, errors, first_failures, first_sentence, footer, headline, margins_sentence, one_minus, sci_opt, thresholds, used, PLOT_LEGEND, TABLE_INTRO, WORST_CHECKED, WORST_SHOWN, WORST_UNCHECKED,
@@ -45,6 +46,22 @@ pub fn render_html(results: &CaseResults, views: &[LayerView], svg: &str) -> Str
             let _ = writeln!(h, "<li>{}</li>", inline_md(&line));
         }
         let _ = writeln!(h, "</ul>");
+    }
+
+    let failing = failing_lines(results);
+    if !failing.is_empty() {
+        let _ = writeln!(h, "<h2>Introduced or inherited error, and where</h2>");
+        if let Some(s) = attribution_sentence(results) {
+            let _ = writeln!(h, "<p id=\"attribution\">{}</p>", inline_md(&s));
+        }
+        let _ = writeln!(h, "<ul id=\"failing\">");
+        for line in failing {
+            let _ = writeln!(h, "<li>{}</li>", inline_md(&line));
+        }
+        let _ = writeln!(h, "</ul>");
+    }
+    if let Some(heat) = heat_svg(results) {
+        let _ = writeln!(h, "<h2>Error per layer and token</h2>\n<figure id=\"heat\">\n{heat}</figure>");
     }
 
     let worst = worst_layers(views, WORST_SHOWN);

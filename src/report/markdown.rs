@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::attribution::{attribution_sentence, failing_lines, first_introduced};
 use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::results::CaseResults;
 use super::{HTML_FILE, PNG_FILE, RESULTS_FILE, SVG_FILE};
@@ -31,6 +32,18 @@ pub fn render_markdown(results: &CaseResults, views: &[LayerView]) -> String {
         let _ = writeln!(md, "{}\n", first_sentence(first));
         for line in first_failures(results, first) {
             let _ = writeln!(md, "- {}", line.replace('\n', " "));
+        }
+        md.push('\n');
+    }
+
+    let failing = failing_lines(results);
+    if !failing.is_empty() {
+        let _ = writeln!(md, "## Introduced or inherited error, and where\n");
+        if let Some(s) = attribution_sentence(results) {
+            let _ = writeln!(md, "{s}\n");
+        }
+        for line in failing {
+            let _ = writeln!(md, "- {line}");
         }
         md.push('\n');
     }
@@ -98,7 +111,7 @@ pub fn render_markdown(results: &CaseResults, views: &[LayerView]) -> String {
     md
 }
 
-pub(super) const PLOT_LEGEND: &str = "Plot: the worst record of each layer in forward order, log scale; colours and markers tell sub-modules apart; the dashed line is threshold + margin; red rings mark failing layers; red triangles on the top edge are NaN/inf, and values of 0 sit on the bottom edge.";
+pub(super) const PLOT_LEGEND: &str = "Plot: the worst record of each layer in forward order, log scale; colours and markers tell sub-modules apart; the dashed line is threshold + margin; red rings mark failing layers, black squares the layers that introduce error (they fail when fed their golden input too); red triangles on the top edge are NaN/inf, and values of 0 sit on the bottom edge.";
 pub(super) const WORST_CHECKED: &str = "Ranked by `used`: the worst observation as a share of what is allowed (threshold + margin; for the cosine, on `1 - cos_mean`). Over 100% fails.";
 pub(super) const WORST_UNCHECKED: &str = "Ranked by `1 - cos_mean` (no thresholds, so no verdicts).";
 pub(super) const TABLE_INTRO: &str = "Worst over every record (forward call) and prompt: the largest `abs_diff_l2` (L2 norm of `abs_diff` over one prompt) and the smallest `cos_mean` (mean per-token cosine over one prompt). `used`: the largest share of threshold + margin used (over 100% fails).";
@@ -112,7 +125,8 @@ pub(super) fn headline(results: &CaseResults, views: &[LayerView]) -> String {
         CaseVerdict::Pass => format!("**PASS**: all {} layers are within their thresholds.", views.len()),
         CaseVerdict::Fail { failing, errors, first } => {
             let errors = if errors > 0 { format!(", {errors} could not be compared") } else { String::new() };
-            format!("**FAIL**: {failing} of {} layers fail{errors}. First divergent layer: `{}` (#{}).", views.len(), first.key, first.order)
+            let introduced = first_introduced(results).map(|(k, i)| format!(" First layer that introduces error: `{k}` (#{i})."));
+            format!("**FAIL**: {failing} of {} layers fail{errors}.{} First divergent layer: `{}` (#{}).", views.len(), introduced.unwrap_or_default(), first.key, first.order)
         }
     }
 }

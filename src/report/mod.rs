@@ -54,6 +54,7 @@
 //!   `"-inf"`, e.g. `"metrics":{"abs_diff_l2":null,...},"nonfinite":{"metrics.abs_diff_l2":"NaN",
 //!   "failures.0.excess":"NaN"}`. A null that `nonfinite` does not list means "absent".
 
+mod attribution;
 mod compact;
 mod harness;
 mod html;

@@ -78,6 +78,8 @@ struct Point {
     group: Submodule,
     /// This panel's quantity failed (or the target had NaN/inf).
     failing: bool,
+    /// The layer introduces error (it fails when fed its golden input too).
+    introduced: bool,
 }
 
 /// One panel: a quantity against forward order.
@@ -128,16 +130,17 @@ impl PlotData {
         let failed = |order: usize, quantity: &str| {
             results.layers.get(order).is_some_and(|l| l.records.iter().flat_map(|r| &r.failures).any(|f| f.quantity == quantity || f.quantity == "nonfinite"))
         };
+        let introduced = |order: usize| results.layers.get(order).is_some_and(|l| l.attribution == Some(layercheck_suite::attribution::Attribution::Introduced));
         let mut abs = Vec::new();
         let mut cos = Vec::new();
         let (mut abs_limits, mut cos_limits) = (Vec::new(), Vec::new());
         for v in views {
             let x = v.order as i32;
             if let Some(a) = v.abs_diff_l2 {
-                abs.push(Point { x, y: Some(a).filter(|a| a.is_finite()), group: v.submodule, failing: failed(v.order, "abs_diff_l2") });
+                abs.push(Point { x, y: Some(a).filter(|a| a.is_finite()), group: v.submodule, failing: failed(v.order, "abs_diff_l2"), introduced: introduced(v.order) });
             }
             if let Some(c) = v.cos_mean {
-                cos.push(Point { x, y: Some(1.0 - c).filter(|d| d.is_finite()), group: v.submodule, failing: failed(v.order, "cos_mean") });
+                cos.push(Point { x, y: Some(1.0 - c).filter(|d| d.is_finite()), group: v.submodule, failing: failed(v.order, "cos_mean"), introduced: introduced(v.order) });
             }
             if let Some(allowed) = v.allowed {
                 abs_limits.extend(allowed.abs_diff_l2.map(|a| (x, a)));
@@ -266,6 +269,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> R
         }
         let rings = panel.points.iter().filter(|p| p.failing).filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y))));
         chart.draw_series(rings.map(|c| Circle::new(c, 9, NONFINITE.stroke_width(2))))?;
+        let squares = panel.points.iter().filter(|p| p.introduced).filter_map(|p| p.y.map(|y| (p.x, panel.clamp(y))));
+        chart.draw_series(squares.map(|c| EmptyElement::at(c) + Rectangle::new([(-13, -13), (13, 13)], BLACK.stroke_width(3))))?;
         let top = panel.points.iter().filter(|p| p.y.is_none()).map(|p| (p.x, hi));
         chart.draw_series(top.map(|c| TriangleMarker::new(c, 7, NONFINITE.filled())))?;
     }
@@ -307,6 +312,10 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotDat
     if data.checked {
         let at = entry(area, "failing", &mut y)?;
         area.draw(&Circle::new(at, 8, NONFINITE.stroke_width(2)))?;
+    }
+    if points().any(|p| p.introduced) {
+        let at = entry(area, "introduces error", &mut y)?;
+        area.draw(&(EmptyElement::at(at) + Rectangle::new([(-9, -9), (9, 9)], BLACK.stroke_width(3))))?;
     }
     if points().any(|p| p.y.is_none()) {
         let at = entry(area, "NaN / inf (top edge)", &mut y)?;

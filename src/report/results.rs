@@ -47,7 +47,8 @@ pub struct LayerResults {
     pub error: Option<String>,
     /// For a failing layer: whether it introduces or inherits its error, when known.
     pub attribution: Option<Attribution>,
-    /// For a failing layer: its worst tokens and channels.
+    /// Its worst tokens and channels, and per-token error (shown for failing layers; the heat
+    /// strip shows every layer's).
     pub location: Option<ErrorLocation>,
 }
 
@@ -76,8 +77,9 @@ impl CaseResults {
                         r.failures.push(f.clone());
                     }
                 }
-                // Only a failing layer's, without the per-channel sums (the outcome file has none either).
-                let location = l.location.clone().filter(|_| !l.passed()).map(|mut loc| {
+                // Without the per-channel sums (the outcome file has none either); a passing layer's too,
+                // for the heat strip of error per (layer, token).
+                let location = l.location.clone().map(|mut loc| {
                     loc.channel_sq.clear();
                     loc
                 });
@@ -357,7 +359,7 @@ struct RecordJson {
     /// otherwise (and in files written before attribution).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     attribution: Option<Attribution>,
-    /// A failing layer's worst tokens and channels, on its first line.
+    /// The layer's worst tokens, channels and per-token error, on its first line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     location: Option<LocationJson>,
     #[serde(default)]
@@ -509,7 +511,7 @@ mod tests {
         loc.add("model.base_model.layers0.attn.dense", &[vec![1.0, f64::NAN]], &[3.0, 1.0]);
         o.layers[1].attribution = Some(Attribution::Introduced);
         o.layers[1].location = Some(loc);
-        // A passing layer's location is not written.
+        // A passing layer's location is written too (the heat strip shows every layer).
         let mut passing = ErrorLocation::empty();
         passing.add("model.base_model.embedding", &[vec![0.0]], &[0.0]);
         o.layers[0].location = Some(passing);
@@ -517,7 +519,7 @@ mod tests {
         let text = CaseResults::from_outcome(&o, &Margins::default()).to_jsonl();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["attribution_unavailable"], "why\n(hint: how)");
-        assert!(lines[1].get("attribution").is_none() && lines[1].get("location").is_none(), "{text}");
+        assert!(lines[1].get("attribution").is_none() && lines[1]["location"]["token_sq"][0] == 0.0, "{text}");
         assert_eq!(lines[2]["attribution"], "introduced");
         assert_eq!(lines[2]["location"]["channels"][0]["channel"], 0);
         assert_eq!(lines[2]["nonfinite"]["location.token_sq.1"], "NaN");
