@@ -13,6 +13,8 @@ use layercheck::harness::verdict::{check, Bounds, Observation};
 use layercheck::hooks::{LayerModule, ModuleKey};
 use layercheck::metrics::LayerSummary;
 use layercheck::report::{write_case_report, PLOT_SIZE};
+use layercheck_suite::attribution::Attribution;
+use layercheck_suite::location::ErrorLocation;
 
 const CASE: &str = "tiny-granite::cpu-bf16::fwd::b2::s32";
 
@@ -59,7 +61,17 @@ fn outcome() -> CaseOutcome {
             observations.push(o);
         }
         let failures = observations.iter().enumerate().flat_map(|(j, o)| check(o, &bounds, &margins).into_iter().map(move |f| (j, f))).collect();
-        layers.push(LayerOutcome { key: name, bounds, observations, failures, error: None, attribution: None, location: None });
+        // Attribution as an isolated re-run would give it: the dense layer makes its own error,
+        // the NaN of w2 is inherited; per-token error peaks at token 3 and channel 1.
+        let attribution = match key {
+            ModuleKey::Layer(1, LayerModule::Dense) => Some(Attribution::Introduced),
+            ModuleKey::Layer(1, LayerModule::W2) => Some(Attribution::Inherited),
+            _ => None,
+        };
+        let mut location = ErrorLocation::empty();
+        let tokens: Vec<f64> = (0..4).map(|t| abs * abs * if t == 3 { 4.0 } else { 1.0 + t as f64 / 10.0 }).collect();
+        location.add(&name, &[tokens.clone(), tokens.iter().map(|v| v * 1.21).collect()], &[abs * abs, 5.0 * abs * abs, 0.5 * abs * abs]);
+        layers.push(LayerOutcome { key: name, bounds, observations, failures, error: None, attribution, location: Some(location) });
     }
     CaseOutcome { case: CASE.into(), setup_error: None, layers, notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json (per prompt, p100 at batch-size-2_seq-length-32)".into()], attribution_unavailable: None }
 }
@@ -84,6 +96,7 @@ fn markdown_report_of_a_failing_case() {
     assert_eq!(names, ["results.jsonl", "report.md", "report.html", "plot.svg", "plot.png"]);
     let md = read(&dir.path().join("report.md"));
     assert!(md.contains("First divergent layer: `model.base_model.layers1.attn.dense`"), "{md}");
+    assert!(md.contains("First layer that introduces error: `model.base_model.layers1.attn.dense`"), "{md}");
     insta::assert_snapshot!("markdown_report_of_a_failing_case", md);
     // No temporary file is left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
@@ -246,6 +259,11 @@ fn html_report_opens_in_headless_chromium_without_errors() {
     assert_eq!(table.matches("<tr").count(), 1 + 28, "a header and one row per layer");
     assert!(dom.contains("<svg") && dom.contains("threshold + margin"), "the plot is inline");
     assert!(dom.contains("id=\"first-divergent\""), "{dom}");
+    // Attribution and the heat strip: one row of 4 tokens per compared layer (27 of 28).
+    assert!(dom.contains("id=\"attribution\"") && dom.contains("<strong>introduced</strong>"), "{dom}");
+    let heat = &dom[dom.find("<figure id=\"heat\">").expect("a heat strip")..];
+    let heat = &heat[..heat.find("</figure>").unwrap()];
+    assert_eq!(heat.matches("<rect").count(), 27 * 4, "{heat}");
 }
 
 /// The check above would see an error: a page with a script error and an external image.

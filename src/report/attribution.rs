@@ -54,44 +54,50 @@ pub(super) fn failing_lines(results: &CaseResults) -> Vec<String> {
 }
 
 /// The heat strip: one row per layer with per-token error, one column per token position; each
-/// row scaled to its own largest value (log scale, 6 decades), NaN black. `None` when no layer
+/// row scaled linearly to its own worst token (which tokens carry a layer's error), failing
+/// layers in red, passing ones in grey (their error may be rounding), NaN/inf black. `None` when no layer
 /// has per-token error (e.g. a compact file).
 pub(super) fn heat_svg(results: &CaseResults) -> Option<String> {
-    let rows: Vec<(usize, &str, &[f64], bool)> = results
+    let rows: Vec<(usize, &str, &[f64], bool, bool)> = results
         .layers
         .iter()
         .enumerate()
-        .filter_map(|(i, l)| l.location.as_ref().filter(|loc| !loc.token_sq.is_empty()).map(|loc| (i, l.key.as_str(), loc.token_sq.as_slice(), l.attribution == Some(Attribution::Introduced))))
+        .filter_map(|(i, l)| {
+            let failing = l.records.iter().any(|r| !r.failures.is_empty());
+            l.location.as_ref().filter(|loc| !loc.token_sq.is_empty()).map(|loc| (i, l.key.as_str(), loc.token_sq.as_slice(), l.attribution == Some(Attribution::Introduced), failing))
+        })
         .collect();
     let tokens = rows.iter().map(|r| r.2.len()).max()?;
-    let (label_w, cell_w, cell_h, top) = (330usize, (640 / tokens.max(1)).clamp(6, 24), 12usize, 28usize);
-    let width = label_w + cell_w * tokens + 10;
+    let (label_w, cell_w, cell_h, top) = (330usize, (640 / tokens.max(1)).clamp(4, 24), 13usize, 28usize);
+    // Wide enough for the captions, which start at the left edge.
+    let width = (label_w + cell_w * tokens + 10).max(880);
     let height = top + cell_h * rows.len() + 30;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"10\">\n");
-    let _ = writeln!(s, "<text x=\"{label_w}\" y=\"12\">token position 0 .. {} (squared error summed over prompts and calls; each row relative to its worst token)</text>", tokens - 1);
-    for (row, (order, key, values, introduced)) in rows.iter().enumerate() {
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n");
+    let _ = writeln!(s, "<text x=\"10\" y=\"12\">token position 0 .. {} (squared error summed over prompts and calls; each row relative to its own worst token)</text>", tokens - 1);
+    for (row, (order, key, values, introduced, failing)) in rows.iter().enumerate() {
         let y = top + row * cell_h;
         let weight = if *introduced { " font-weight=\"bold\" fill=\"#b00020\"" } else { "" };
         let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\"{weight}>#{order} {}</text>", label_w - 6, y + cell_h - 3, super::html::esc(key));
         let max = values.iter().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::max);
         for (t, v) in values.iter().enumerate() {
-            let fill = heat_color(*v, max);
+            let fill = heat_color(*v, max, *failing);
             let _ = writeln!(s, "<rect x=\"{}\" y=\"{y}\" width=\"{cell_w}\" height=\"{}\" fill=\"{fill}\"><title>{} token {t}: {v:.3e}</title></rect>", label_w + t * cell_w, cell_h - 1, super::html::esc(key));
         }
     }
-    let _ = writeln!(s, "<text x=\"{label_w}\" y=\"{}\">white: no error or 10^-6 of the row's worst; dark red: the row's worst; black: NaN/inf; red labels: layers that introduce error</text>", height - 8);
+    let _ = writeln!(s, "<text x=\"10\" y=\"{}\">white: no error; dark red (failing layer) or dark grey (passing): the row's worst token; black: NaN/inf; red labels: introduce error</text>", height - 8);
     s.push_str("</svg>\n");
     Some(s)
 }
 
-/// White (0 or below 1e-6 of `max`) to dark red (`max`), log scale; black for NaN/inf.
-fn heat_color(v: f64, max: f64) -> String {
+/// White (0) to dark red (`max`; dark grey when not `failing`), linear; black for NaN/inf.
+fn heat_color(v: f64, max: f64, failing: bool) -> String {
     if !v.is_finite() {
         return "#000000".into();
     }
-    let x = if max > 0.0 && v > 0.0 { ((v / max).log10() / 6.0 + 1.0).clamp(0.0, 1.0) } else { 0.0 };
+    let x = if max > 0.0 { (v / max).clamp(0.0, 1.0) } else { 0.0 };
     let lerp = |a: f64, b: f64| (a + (b - a) * x).round() as u8;
-    format!("#{:02x}{:02x}{:02x}", lerp(255.0, 140.0), lerp(255.0, 0.0), lerp(255.0, 0.0))
+    let (r, g, b) = if failing { (140.0, 0.0, 0.0) } else { (90.0, 90.0, 90.0) };
+    format!("#{:02x}{:02x}{:02x}", lerp(255.0, r), lerp(255.0, g), lerp(255.0, b))
 }
 
 #[cfg(test)]
@@ -99,11 +105,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_heat_colour_runs_from_white_to_dark_red_over_six_decades() {
-        assert_eq!(heat_color(0.0, 1.0), "#ffffff");
-        assert_eq!(heat_color(1e-7, 1.0), "#ffffff");
-        assert_eq!(heat_color(1.0, 1.0), "#8c0000");
-        assert_eq!(heat_color(f64::NAN, 1.0), "#000000");
-        assert_eq!(heat_color(1e-3, 1.0), heat_color(2e-3, 2.0));
+    fn the_heat_colour_runs_from_white_to_dark_red_or_grey() {
+        assert_eq!(heat_color(0.0, 1.0, true), "#ffffff");
+        assert_eq!(heat_color(0.0, 0.0, true), "#ffffff");
+        assert_eq!(heat_color(1.0, 1.0, true), "#8c0000");
+        assert_eq!(heat_color(0.5, 1.0, true), "#c68080");
+        assert_eq!(heat_color(1.0, 1.0, false), "#5a5a5a");
+        assert_eq!(heat_color(f64::NAN, 1.0, true), "#000000");
+        assert_eq!(heat_color(1e-3, 1.0, true), heat_color(2e-3, 2.0, true));
     }
 }

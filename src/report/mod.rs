@@ -49,6 +49,14 @@
 //!   on the cos itself as deepview takes it (`crates/suite/src/verdict.rs`); absent otherwise.
 //! - `verdict`: `pass`, `fail`, `error` (the layer could not be compared: `error` says why, and
 //!   `record`, `item` and `metrics` are null) or `unchecked` (no thresholds).
+//! - `attribution` (harness, failing layers only): `"introduced"` (the layer fails in the isolated
+//!   feed too) or `"inherited"` (it passes there); absent when passing, unattributed, or in files
+//!   written before attribution. The case line's `attribution_unavailable` says why, when failing
+//!   layers could not be attributed.
+//! - `location` (harness, on each layer's first line only): `{"tokens":[{"record","item","token",
+//!   "sq"}],"channels":[{"channel","share"}],"total_sq","token_sq":[...]}`: the 5 tokens with the
+//!   largest squared error, the 5 hidden channels with the largest share of it, the layer's total,
+//!   and per token position the squared error summed over prompts and calls (the heat strip).
 //! - **Non-finite numbers**: JSON has no NaN or infinity, so every number that is NaN, `inf` or
 //!   `-inf` is written as `null` and its path is listed in `nonfinite` with `"NaN"`, `"inf"` or
 //!   `"-inf"`, e.g. `"metrics":{"abs_diff_l2":null,...},"nonfinite":{"metrics.abs_diff_l2":"NaN",
