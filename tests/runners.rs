@@ -12,6 +12,7 @@ use layercheck::harness::evaluate::evaluate;
 use layercheck::harness::matrix::Matrix;
 use layercheck::harness::outcome::CaseOutcome;
 use layercheck::harness::update::UpdateMode;
+use layercheck_suite::attribution::Attribution;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -123,7 +124,56 @@ fn a_faulty_command_target_fails_its_module_alone_when_isolated_and_everything_a
         assert_eq!(failing.first().map(String::as_str), Some(dense), "{target} cumulative");
         assert!(failing.iter().all(|k| keys.iter().position(|x| x == k).unwrap() >= from), "{target}: a layer before the fault fails: {failing:?}");
         assert!(failing.len() >= 15, "{target}: {failing:?}");
+        // Attribution: the faulty module introduces the error (for the command target, from a
+        // second request with feed = isolated); every failing layer after it inherits it.
+        for l in cumulative.layers.iter().filter(|l| !l.passed()) {
+            let expected = if l.key == dense { Attribution::Introduced } else { Attribution::Inherited };
+            assert_eq!(l.attribution, Some(expected), "{target} {}", l.key);
+        }
+        assert!(cumulative.layers.iter().filter(|l| l.passed()).all(|l| l.attribution.is_none()));
+        assert_eq!(cumulative.attribution_unavailable, None);
+        assert_eq!(isolated.layer(dense).unwrap().attribution, Some(Attribution::Introduced), "{target} isolated");
     }
+}
+
+/// Attribution needs module inputs to feed, and a target that can be fed: without them the case
+/// says why and how to get them, and classifies nothing.
+#[test]
+fn attribution_is_unavailable_without_golden_inputs_and_for_pre_recorded_captures() {
+    let empty = tempfile::tempdir().unwrap();
+    let text = matrix_text("", r#""fault-l1-dense""#, r#""model-forward""#, r#""cumulative""#)
+        .replace("golden_dir = \"golden\"", &format!("golden_dir = \"{}\"\nreference = \"live\"", empty.path().display()))
+        .replace("golden_inputs = true", "golden_inputs = false");
+    let o = &outcomes(&parse(&text))[0];
+    assert!(!failing_keys(o).is_empty() && o.layers.iter().all(|l| l.attribution.is_none()), "{:?}", failing_keys(o));
+    let why = o.attribution_unavailable.as_deref().unwrap();
+    assert!(why.contains("no module inputs") && why.contains("golden_inputs = true under [models.tiny-granite]"), "{why}");
+
+    // A faulty dump replayed as a captures target: it cannot be fed golden inputs.
+    let dir = tempfile::tempdir().unwrap();
+    let dumps = dir.path().join("dumps");
+    std::fs::create_dir_all(dumps.join("tiny-granite")).unwrap();
+    let m = parse(&matrix_text(&format!("[targets.dump]\ncaptures = \"{}\"\n", dumps.display()), "\"dump\"", r#""model-forward""#, r#""cumulative""#));
+    let case = &m.cases[0];
+    let golden_path = root().join("golden/tiny-granite/fwd-b1-s32.safetensors");
+    let golden = Capture::read(&golden_path).unwrap();
+    let batch = layercheck::harness::evaluate::case_batch(&root().join("models/tiny-granite"), &root().join("tests/fixtures/prompts/tiny.txt"), 1, 32).unwrap();
+    let request = layercheck::runner::request_for(case, &root().join("models/tiny-granite"), &batch, layercheck::model::AttentionMask::AttendPads, &golden, &golden_path).unwrap();
+    let request_file = dir.path().join("request.json");
+    request.write(&request_file).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_layercheck"))
+        .args(["capture", "--target", "cpu-f32", "--fault", "model.base_model.layers1.attn.dense:0.05", "--request"])
+        .arg(&request_file)
+        .arg("--out")
+        .arg(dumps.join("tiny-granite/fwd-b1-s32.safetensors"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = evaluate(&m, case, None, UpdateMode::Verify);
+    assert_eq!(failing_keys(&o).first().map(String::as_str), Some("model.base_model.layers1.attn.dense"), "{:?}", o.setup_error);
+    assert!(o.layers.iter().all(|l| l.attribution.is_none()));
+    let why = o.attribution_unavailable.as_deref().unwrap();
+    assert!(why.contains("pre-recorded captures") && why.contains("cannot be fed golden inputs") && why.contains("hint"), "{why}");
 }
 
 /// Runs `layercheck run` on a matrix file with its own TMPDIR; returns the output and the runner
