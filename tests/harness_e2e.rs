@@ -271,7 +271,9 @@ fn nextest_lists_filters_partitions_and_runs_ignored_tests_as_a_user_would() {
 }
 
 /// bf16 keeps 8 bits of mantissa against f16's 11: rounding the embedding table alone already
-/// puts it about 8x past thresholds derived from f16 baselines, and every layer after inherits it.
+/// puts it about 8x past thresholds derived from f16 baselines; fed their golden inputs, layer 0 and
+/// part of layer 1 still fail (they introduce error of their own) and the later layers pass (they
+/// only inherit it).
 #[test]
 fn cpu_bf16_fails_against_f16_thresholds_from_the_embedding_on() {
     let tmp = tempfile::tempdir().unwrap();
@@ -280,7 +282,10 @@ fn cpu_bf16_fails_against_f16_thresholds_from_the_embedding_on() {
     let (ok, failed, _) = outcomes(&out);
     assert!(ok.iter().all(|n| n.contains("::cpu-f16::")) && ok.len() == 41, "f16 passes:\n{}", text(&out));
     assert!(failed.iter().all(|n| n.contains("::cpu-bf16::")) && failed.len() == 41, "bf16 fails on every layer:\n{}", text(&out));
-    assert!(text(&out).contains("40 of 40 layers fail; the first failing layer is model.base_model.embedding"), "{}", text(&out));
+    // Attribution: the embedding makes bf16's error (its table rounded to bf16), and some later
+    // layers only inherit it (how many depends on the CPU's bf16 kernels, so no count here).
+    assert!(text(&out).contains("40 of 40 layers fail; first layer that introduces error: model.base_model.embedding"), "{}", text(&out));
+    assert!(text(&out).contains("  inherited (pass when fed their golden input): "), "{}", text(&out));
 }
 
 /// The `layers` test binary, built by cargo.
