@@ -89,7 +89,7 @@ impl ErrorLocation {
         }
         self.total_sq = self.channel_sq.iter().sum();
         // Channels without error carry none of it: not listed.
-        let mut order: Vec<usize> = (0..self.channel_sq.len()).filter(|&c| !(self.channel_sq[c] <= 0.0)).collect();
+        let mut order: Vec<usize> = (0..self.channel_sq.len()).filter(|&c| self.channel_sq[c] > 0.0 || self.channel_sq[c].is_nan()).collect();
         order.sort_by(|&a, &b| self.channel_sq[b].total_cmp(&self.channel_sq[a]));
         self.channels = order.into_iter().take(TOP).map(|c| ChannelShare { channel: c as u64, share: self.channel_sq[c] / self.total_sq }).collect();
     }
