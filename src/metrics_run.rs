@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use crate::capture::{Capture, Mode, Recorder};
+use crate::capture::{parse_record_name, Capture, Mode, Recorder};
+use crate::hooks::ModuleKey;
+use layercheck_suite::logits::DEFAULT_TOP_K;
 use crate::formats::case::SeedCase;
-use crate::formats::compact::{compact_file_name_tagged, CompactFile, CompactWriter, SUFFIX as COMPACT_SUFFIX};
+use crate::formats::compact::{compact_file_name_tagged, CompactFile, CompactLogits, CompactWriter, SUFFIX as COMPACT_SUFFIX};
 use crate::formats::atomic::{move_new_files, remove_stale_temporaries, temp_builder, AtomicWriteError};
 use crate::formats::seed_csv::{seed_csv_path, write_layer_csvs, SeedMetric};
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
@@ -112,10 +114,12 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Gen
         let ref_capture = run::capture(&reference, &opts.model_path, &batch, &spec, Recorder::all()).map_err(setup)?;
         let forced = ref_capture.tensors.get("output_ids").map(|ids| ids.narrow(1, s as i64, t as i64));
         let mut recorder = Recorder::all();
-        run::execute(&target, &batch, &spec, forced.as_ref(), &mut recorder).map_err(setup)?;
-        let target_capture = Capture::from_records(&recorder.records, Vec::new(), Default::default());
+        let extra = run::execute(&target, &batch, &spec, forced.as_ref(), &mut recorder).map_err(setup)?;
+        let target_logits: Vec<(String, Tensor)> = extra.into_iter().filter(|(name, _)| name == "logits").collect();
+        let target_capture = Capture::from_records(&recorder.records, target_logits, Default::default());
+        let logits = case_logits(opts.mode, &ref_capture, &target_capture, &batch.to_tensor())?;
         let case = SeedCase::new(&opts.model_id, t as u64, b as u64, s as u64);
-        let (files, summaries) = write_case(opts, &case, k, &ref_capture, &target_capture)?;
+        let (files, summaries) = write_case(opts, &case, k, &ref_capture, &target_capture, logits)?;
         generated.files.extend(files);
         generated.cases.push(summaries);
         progress.step(&case.prefix());
@@ -180,8 +184,23 @@ impl<'a> LoadedInputs<'a> {
     }
 }
 
+/// The case's per-token logits metrics (`crate::metrics::logits`) on the top
+/// [`DEFAULT_TOP_K`] logits: model-forward from both sides' `logits`, generate from their `model`
+/// records.
+fn case_logits(mode: Mode, reference: &Capture, target: &Capture, ids: &Tensor) -> Result<CompactLogits, MetricsRunError> {
+    let side = |c: &Capture| -> Vec<Tensor> {
+        match mode {
+            Mode::ModelForward => c.tensors.get("logits").map(|t| t.shallow_clone()).into_iter().collect(),
+            Mode::Generate => c.keys.iter().filter(|n| parse_record_name(n).is_some_and(|(k, _)| k == ModuleKey::Model)).filter_map(|n| c.tensors.get(n).map(|t| t.shallow_clone())).collect(),
+        }
+    };
+    let (r, t) = (side(reference), side(target));
+    let tokens = crate::metrics::logits::case_tokens(mode, &r.iter().collect::<Vec<_>>(), &t.iter().collect::<Vec<_>>(), ids, DEFAULT_TOP_K).map_err(|e| MetricsRunError::Write(format!("logits: {e}")))?;
+    Ok(CompactLogits { top_k: DEFAULT_TOP_K as u64, tokens })
+}
+
 /// Writes one case's metric files; returns them and the case's name and summaries.
-fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &Capture, target: &Capture) -> Result<(Vec<PathBuf>, (String, CompactFile)), MetricsRunError> {
+fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &Capture, target: &Capture, logits: CompactLogits) -> Result<(Vec<PathBuf>, (String, CompactFile)), MetricsRunError> {
     let write = |e: &dyn std::fmt::Display| MetricsRunError::Write(e.to_string());
     let mut compact = CompactWriter::new(case.clone())
         .with_metadata("mode", &opts.mode.to_string())
@@ -189,6 +208,7 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
         .and_then(|w| w.with_metadata("target", &opts.target.to_string()))
         .and_then(|w| w.with_metadata("layercheck_version", env!("CARGO_PKG_VERSION")))
         .map_err(|e| write(&e))?;
+    compact.set_logits(logits);
     // Seed CSV files go to a temporary folder first and are moved into place together once all
     // are written, so a failure or a kill never leaves part of a case (which would block a rerun
     // and be read by `thresholds` as if complete). A killed run's folder is removed by the next

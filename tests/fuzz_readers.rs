@@ -302,6 +302,7 @@ fn outcome_seed() -> Vec<u8> {
         ],
         notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json".into()],
         attribution_unavailable: None,
+        logits: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("o.bin");

@@ -73,7 +73,7 @@ fn outcome() -> CaseOutcome {
         location.add(&name, &[tokens.clone(), tokens.iter().map(|v| v * 1.21).collect()], &[abs * abs, 5.0 * abs * abs, 0.5 * abs * abs]);
         layers.push(LayerOutcome { key: name, bounds, observations, failures, error: None, attribution, location: Some(location) });
     }
-    CaseOutcome { case: CASE.into(), setup_error: None, layers, notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json (per prompt, p100 at batch-size-2_seq-length-32)".into()], attribution_unavailable: None }
+    CaseOutcome { case: CASE.into(), setup_error: None, layers, notes: vec!["thresholds: thresholds/tiny-granite-thresholds.json (per prompt, p100 at batch-size-2_seq-length-32)".into()], attribution_unavailable: None, logits: None }
 }
 
 fn bin() -> &'static str {

@@ -29,6 +29,11 @@
 //!   the comparison ran in f32, stored exactly). The seed's `cos_sim_avg` / `cos_sim_mean`
 //!   thresholds are computed from these, so they match the seed's.
 //!
+//! - `logits` `[N, 6]` (optional): one row per token of the case's logits-level comparison
+//!   (`layercheck_suite::logits`), columns `prompt`, `position` (generate: the step), `ce`,
+//!   `diff_mean`, `kl`, `top1` (1 or 0); with the metadata entry `logits_top_k`. Files without it
+//!   (older ones, or a run without logits) read as having no logits.
+//!
 //! Metadata (strings):
 //! - `format`: `layercheck-compact/2`.
 //! - `case`: JSON `{"model", "max_new_tokens", "batch_size", "seq_length", "dtype"}`.
@@ -61,12 +66,15 @@ use serde::{Deserialize, Serialize};
 use super::atomic::{write_file, AtomicWriteError, Replace};
 use super::case::{file_key, SeedCase};
 use crate::metrics::{Comparison, LayerSummary, SUMMARY_FIELDS};
+use layercheck_suite::logits::TokenLogits;
 
 /// The `format` metadata value.
 pub const FORMAT: &str = "layercheck-compact/2";
 /// The file-name suffix after the case prefix.
 pub const SUFFIX: &str = ".layercheck.safetensors";
-const RESERVED: [&str; 4] = ["format", "case", "summary_fields", "records"];
+const RESERVED: [&str; 5] = ["format", "case", "summary_fields", "records", "logits_top_k"];
+/// Columns of the `logits` tensor.
+const LOGITS_COLUMNS: usize = 6;
 /// The summary fields that are counts (u64 in [`LayerSummary`]), and the largest one read.
 const COUNT_FIELDS: [&str; 10] = ["elements", "rows", "cos_argmin", "reference_nan", "reference_inf", "target_nan", "target_inf", "abs_diff_nan", "abs_diff_inf", "cos_nan"];
 const MAX_COUNT: f64 = (1u64 << 53) as f64;
@@ -141,6 +149,7 @@ pub struct CompactWriter {
     case: SeedCase,
     metadata: BTreeMap<String, String>,
     records: Vec<CompactRecord>,
+    logits: Option<CompactLogits>,
     /// The keys of `records`, so that adding one stays O(1) (a generate case has ~10^5).
     keys: HashSet<String>,
 }
@@ -167,7 +176,7 @@ struct RecordJson {
 impl CompactWriter {
     /// An empty file for `case`.
     pub fn new(case: SeedCase) -> Self {
-        CompactWriter { case, metadata: BTreeMap::new(), records: Vec::new(), keys: HashSet::new() }
+        CompactWriter { case, metadata: BTreeMap::new(), records: Vec::new(), logits: None, keys: HashSet::new() }
     }
 
     /// Adds a provenance metadata entry (e.g. `mode`, `target`, `layercheck_version`).
@@ -193,9 +202,14 @@ impl CompactWriter {
         Ok(())
     }
 
+    /// Sets the case's per-token logits metrics.
+    pub fn set_logits(&mut self, logits: CompactLogits) {
+        self.logits = Some(logits);
+    }
+
     /// What the written file reads back as, without reading it.
     pub fn into_file(self) -> CompactFile {
-        CompactFile { case: self.case, metadata: self.metadata, records: self.records }
+        CompactFile { case: self.case, metadata: self.metadata, records: self.records, logits: self.logits }
     }
 
     /// Writes the file `{prefix}.layercheck.safetensors` under `output_path` (never over an
@@ -246,11 +260,17 @@ impl CompactWriter {
         let (sb, ib, cb) = (bytes(&summaries), bytes(&items), bytes(&cos));
         let k = SUMMARY_FIELDS.len();
         let invalid = |e: safetensors::SafeTensorError| CompactError::Invalid { path: path.clone(), problem: e.to_string() };
-        let views = vec![
+        let logits: Vec<f64> = self.logits.iter().flat_map(|l| &l.tokens).flat_map(|t| [t.prompt as f64, t.position as f64, t.ce, t.diff_mean, t.kl, f64::from(u8::from(t.top1))]).collect();
+        let lb = bytes(&logits);
+        let mut views = vec![
             ("summaries", TensorView::new(Dtype::F64, vec![self.records.len(), k], &sb).map_err(invalid)?),
             ("item_summaries", TensorView::new(Dtype::F64, vec![items.len() / k, k], &ib).map_err(invalid)?),
             ("cos_sim", TensorView::new(Dtype::F64, vec![cos.len()], &cb).map_err(invalid)?),
         ];
+        if let Some(l) = &self.logits {
+            metadata.insert("logits_top_k".into(), l.top_k.to_string());
+            views.push(("logits", TensorView::new(Dtype::F64, vec![l.tokens.len(), LOGITS_COLUMNS], &lb).map_err(invalid)?));
+        }
         let data = safetensors::serialize(views, Some(metadata)).map_err(invalid)?;
         write_file(&path, Replace::Never, |w| w.write_all(&data))?;
         Ok(path)
@@ -288,6 +308,16 @@ pub struct CompactFile {
     pub metadata: BTreeMap<String, String>,
     /// Records in capture order.
     pub records: Vec<CompactRecord>,
+    /// The case's per-token logits metrics, when the file has them.
+    pub logits: Option<CompactLogits>,
+}
+
+/// A case's per-token logits metrics in a compact file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactLogits {
+    /// The number of reference logits they were computed on.
+    pub top_k: u64,
+    pub tokens: Vec<TokenLogits>,
 }
 
 /// Removes the metadata entry `key`.
@@ -400,7 +430,23 @@ impl CompactFile {
                 cos_sim: cos_values,
             });
         }
-        Ok(CompactFile { case, metadata, records: out })
+        let logits = match metadata.remove("logits_top_k") {
+            None => None,
+            Some(k) => {
+                let top_k: u64 = k.parse().ok().filter(|&k| k > 0).ok_or_else(|| invalid(format!("logits_top_k {k:?} is not a positive count")))?;
+                let values = f64s("logits")?;
+                if !values.len().is_multiple_of(LOGITS_COLUMNS) {
+                    return Err(invalid(format!("tensor logits has {} values, not rows of {LOGITS_COLUMNS}", values.len())));
+                }
+                let index = |x: f64, what: &str| if x.fract() == 0.0 && (0.0..=MAX_COUNT).contains(&x) { Ok(x as usize) } else { Err(invalid(format!("tensor logits: {what} {x} is not an index"))) };
+                let tokens = values
+                    .chunks_exact(LOGITS_COLUMNS)
+                    .map(|r| Ok(TokenLogits { prompt: index(r[0], "prompt")?, position: index(r[1], "position")?, ce: r[2], diff_mean: r[3], kl: r[4], top1: r[5] == 1.0 }))
+                    .collect::<Result<Vec<_>, CompactError>>()?;
+                Some(CompactLogits { top_k, tokens })
+            }
+        };
+        Ok(CompactFile { case, metadata, records: out, logits })
     }
 }
 

@@ -27,17 +27,18 @@ use crate::runner::command::CommandRunner;
 use crate::runner::request::Request;
 use crate::runner::{capture_path, request_for};
 use crate::target::Target;
-use crate::thresholds::{bounds_for, ThresholdsFile};
+use crate::thresholds::{bounds_for, logits_bounds_for, ThresholdsFile};
+use layercheck_suite::logits::{LogitsOutcome, DEFAULT_FAILURE_RATE, DEFAULT_TOP_K};
 
 /// Why a case could not be computed; becomes [`CaseOutcome::setup_error`].
 type SetupResult<T> = Result<T, String>;
 
 /// Computes `case` (stopping the target's forward after `stop_after` when given).
 pub fn evaluate(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, update: UpdateMode) -> CaseOutcome {
-    let (mut notes, mut attribution_unavailable) = (Vec::new(), None);
-    match evaluate_inner(matrix, case, stop_after, update, &mut notes, &mut attribution_unavailable) {
-        Ok(layers) => CaseOutcome { case: case.to_string(), setup_error: None, layers, notes, attribution_unavailable },
-        Err(e) => CaseOutcome { case: case.to_string(), setup_error: Some(e), layers: Vec::new(), notes, attribution_unavailable },
+    let (mut notes, mut attribution_unavailable, mut logits) = (Vec::new(), None, None);
+    match evaluate_inner(matrix, case, stop_after, update, &mut notes, &mut attribution_unavailable, &mut logits) {
+        Ok(layers) => CaseOutcome { case: case.to_string(), setup_error: None, layers, notes, attribution_unavailable, logits },
+        Err(e) => CaseOutcome { case: case.to_string(), setup_error: Some(e), layers: Vec::new(), notes, attribution_unavailable, logits: None },
     }
 }
 
@@ -73,6 +74,7 @@ fn evaluate_inner(
     update: UpdateMode,
     notes: &mut Vec<String>,
     attribution_unavailable: &mut Option<String>,
+    logits: &mut Option<LogitsOutcome>,
 ) -> SetupResult<Vec<LayerOutcome>> {
     let entry: &ModelEntry = matrix.model(case);
     let model_dir = matrix.resolve(&entry.path);
@@ -121,7 +123,7 @@ fn evaluate_inner(
     notes.push(note);
 
     // The target's records for `case` (the case itself, or its isolated twin for attribution).
-    let records_for = |case: &CaseId, notes: &mut Vec<String>| -> SetupResult<Vec<TargetRecord>> {
+    let records_for = |case: &CaseId, notes: &mut Vec<String>| -> SetupResult<TargetRun> {
         Ok(match matrix.target(case) {
             TargetSpec::Plain(t) => builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *t, None, &fix)?,
             TargetSpec::Fault { base, module, amplitude } => {
@@ -136,7 +138,7 @@ fn evaluate_inner(
                 if case.feed == Feed::Cumulative {
                     save_capture(&capture, case, notes)?;
                 }
-                external_records(capture, &request)?
+                external_run(capture, &request)?
             }
             TargetSpec::Captures { dir } => {
                 if case.feed == Feed::Isolated {
@@ -149,15 +151,57 @@ fn evaluate_inner(
                 let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
                 let capture = Capture::read(&path).map_err(|e| e.to_string())?;
                 check_capture(&capture, &request, &path.display().to_string()).map_err(|e| e.to_string())?;
-                external_records(capture, &request)?
+                external_run(capture, &request)?
             }
         })
     };
-    let records = records_for(case, notes)?;
-    let mut layers = judge(records, &golden, &bounds, &matrix.margins, &golden_path, &fix);
-    let rerun = |iso: &CaseId| records_for(iso, &mut Vec::new()).map(|r| judge(r, &golden, &bounds, &matrix.margins, &golden_path, &fix));
+    let run = records_for(case, notes)?;
+    *logits = compare_logits(case, &golden, &run, &ids, &thresholds, &thresholds_path, stop_after.is_some());
+    let mut layers = judge(run.records, &golden, &bounds, &matrix.margins, &golden_path, &fix);
+    let rerun = |iso: &CaseId| records_for(iso, &mut Vec::new()).map(|r| judge(r.records, &golden, &bounds, &matrix.margins, &golden_path, &fix));
     *attribution_unavailable = attribute(case, matrix.target(case), &golden, &mut layers, rerun, &fix);
     Ok(layers)
+}
+
+/// What a target run gave: its records and, in model-forward mode, its final logits (absent
+/// when the forward was stopped early).
+struct TargetRun {
+    records: Vec<TargetRecord>,
+    logits: Option<Tensor>,
+}
+
+/// The case's logits compared token by token (the `::logits` test), or `None` when the forward
+/// was stopped before them. Model-forward: the final `logits`; generate: the `model` records,
+/// one per step.
+fn compare_logits(case: &CaseId, golden: &Capture, run: &TargetRun, ids: &Tensor, thresholds: &ThresholdsFile, thresholds_path: &Path, stopped: bool) -> Option<LogitsOutcome> {
+    let (bounds, top_k) = logits_bounds_for(thresholds, &thresholds_path.display().to_string(), DEFAULT_FAILURE_RATE);
+    let top_k = top_k.map_or(DEFAULT_TOP_K, |k| k as usize);
+    if stopped {
+        return None;
+    }
+    let failed = |error: &str| Some(LogitsOutcome { top_k, tokens: Vec::new(), bounds: bounds.clone(), error: Some(error.to_string()) });
+    let (reference, target): (Vec<&Tensor>, Vec<&Tensor>) = match case.mode {
+        Mode::ModelForward => {
+            let Some(target) = run.logits.as_ref() else {
+                return failed("the target's run has no logits (a capture must hold the tensor `logits` in model-forward mode, see src/capture.rs)");
+            };
+            let Some(reference) = golden.tensors.get("logits") else {
+                return failed("the golden file has no logits (hint: regenerate it, see README \"Golden files\")");
+            };
+            (vec![reference], vec![target])
+        }
+        Mode::Generate => {
+            let is_model = |name: &str| parse_record_name(name).is_some_and(|(k, _)| k == ModuleKey::Model);
+            let reference = golden.keys.iter().filter(|n| is_model(n)).filter_map(|n| golden.tensors.get(n)).collect();
+            let target: Vec<&Tensor> = run.records.iter().filter(|(n, _, _)| is_model(n)).filter_map(|(_, _, t)| t.as_ref().ok()).collect();
+            (reference, target)
+        }
+    };
+    let (tokens, error) = match crate::metrics::logits::case_tokens(case.mode, &reference, &target, ids, top_k) {
+        Ok(tokens) => (tokens, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    Some(LogitsOutcome { top_k, tokens, bounds, error })
 }
 
 /// One target record to judge: its tensor name, module key and output, or why it cannot be
@@ -178,7 +222,7 @@ fn builtin_records(
     base: Target,
     fault: Option<Fault>,
     fix: &str,
-) -> SetupResult<Vec<TargetRecord>> {
+) -> SetupResult<TargetRun> {
     let golden_inputs = match case.feed {
         Feed::Cumulative => None,
         Feed::Isolated => {
@@ -205,8 +249,9 @@ fn builtin_records(
         return Err(format!("golden file {} has no output_ids for generate mode\n(hint: `{fix}`)", store.path(case).display()));
     }
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
-    run::execute(&model, batch, spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
-    Ok(listener.recorder.records.into_iter().map(|r| (r.name, r.key, Ok(r.output))).collect())
+    let extra = run::execute(&model, batch, spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
+    let logits = extra.into_iter().find(|(name, _)| name == "logits").map(|(_, t)| t);
+    Ok(TargetRun { records: listener.recorder.records.into_iter().map(|r| (r.name, r.key, Ok(r.output))).collect(), logits })
 }
 
 /// With `LAYERCHECK_SAVE_CAPTURES=DIR`, keeps a command target's checked capture in `DIR` in the
@@ -228,7 +273,13 @@ fn save_capture(capture: &Capture, case: &CaseId, notes: &mut Vec<String>) -> Se
 pub const SAVE_CAPTURES_VAR: &str = "LAYERCHECK_SAVE_CAPTURES";
 
 /// The records of an external runner's capture (checked against `request` already), in the
-/// reference's order.
+/// reference's order, and its final logits (model-forward).
+fn external_run(mut capture: Capture, request: &Request) -> SetupResult<TargetRun> {
+    let logits = capture.tensors.remove("logits");
+    Ok(TargetRun { records: external_records(capture, request)?, logits })
+}
+
+/// The records of an external runner's capture, in the reference's order.
 fn external_records(mut capture: Capture, request: &Request) -> SetupResult<Vec<TargetRecord>> {
     let mut records = Vec::with_capacity(request.keys.len());
     for name in &request.keys {

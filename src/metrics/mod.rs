@@ -76,6 +76,7 @@
 mod compare;
 mod compensated;
 mod location;
+pub mod logits;
 mod summary;
 
 pub use compare::{abs_diff, compare, cos_sim, summarize, true_cos_sim, Comparison};

@@ -50,6 +50,7 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
         setup_error: None,
         notes,
         attribution_unavailable: None,
+        logits: None,
         layers,
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::Submodule;
 use layercheck_suite::attribution::Attribution;
+use layercheck_suite::logits::{LogitsBounds, LogitsOutcome, TokenLogits};
 use crate::harness::location::{ChannelShare, ErrorLocation, TokenError};
 use crate::harness::outcome::CaseOutcome;
 use crate::harness::matrix::Margins;
@@ -30,6 +31,8 @@ pub struct CaseResults {
     pub notes: Vec<String>,
     /// Why failing layers are not classified introduced or inherited, when they are not.
     pub attribution_unavailable: Option<String>,
+    /// The case's logits compared token by token, when they were.
+    pub logits: Option<LogitsOutcome>,
     /// In forward order.
     pub layers: Vec<LayerResults>,
 }
@@ -86,7 +89,7 @@ impl CaseResults {
                 LayerResults { key: l.key.clone(), bounds: Some(l.bounds), records, error: l.error.clone(), attribution: l.attribution, location }
             })
             .collect();
-        CaseResults { case: outcome.case.clone(), source: "harness".into(), margins: Some(*margins), setup_error: outcome.setup_error.clone(), notes: outcome.notes.clone(), attribution_unavailable: outcome.attribution_unavailable.clone(), layers }
+        CaseResults { case: outcome.case.clone(), source: "harness".into(), margins: Some(*margins), setup_error: outcome.setup_error.clone(), notes: outcome.notes.clone(), attribution_unavailable: outcome.attribution_unavailable.clone(), logits: outcome.logits.clone(), layers }
     }
 
     /// `results.jsonl`: the case line, then one line per record (and per layer error).
@@ -100,6 +103,7 @@ impl CaseResults {
             setup_error: self.setup_error.clone(),
             notes: self.notes.clone(),
             attribution_unavailable: self.attribution_unavailable.clone(),
+            logits: self.logits.as_ref().map(LogitsJson::of),
             layercheck_version: env!("CARGO_PKG_VERSION").into(),
         };
         let mut out = line(&header);
@@ -213,6 +217,7 @@ impl CaseResults {
             setup_error: header.setup_error,
             notes: header.notes,
             attribution_unavailable: header.attribution_unavailable,
+            logits: header.logits.map(LogitsJson::back),
             layers: Vec::new(),
         };
         for (i, text) in lines {
@@ -322,8 +327,49 @@ struct HeaderJson {
     notes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     attribution_unavailable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logits: Option<LogitsJson>,
     #[serde(default)]
     layercheck_version: String,
+}
+
+/// The case line's `logits`: the outcome with each token a list `[prompt, position, ce,
+/// diff_mean, kl, top1]`; a non-finite value is `null` and reads back as NaN (which fails as an
+/// infinity would).
+#[derive(Serialize, Deserialize)]
+struct LogitsJson {
+    top_k: usize,
+    ce: Option<f64>,
+    diff_mean: Option<f64>,
+    kl: Option<f64>,
+    failure_rate: f64,
+    source: String,
+    error: Option<String>,
+    tokens: Vec<(usize, usize, Option<f64>, Option<f64>, Option<f64>, bool)>,
+}
+
+impl LogitsJson {
+    fn of(l: &LogitsOutcome) -> Self {
+        let finite = |v: f64| Some(v).filter(|v| v.is_finite());
+        let b = &l.bounds;
+        LogitsJson {
+            top_k: l.top_k,
+            ce: b.ce.and_then(finite),
+            diff_mean: b.diff_mean.and_then(finite),
+            kl: b.kl.and_then(finite),
+            failure_rate: b.failure_rate,
+            source: b.source.clone(),
+            error: l.error.clone(),
+            tokens: l.tokens.iter().map(|t| (t.prompt, t.position, finite(t.ce), finite(t.diff_mean), finite(t.kl), t.top1)).collect(),
+        }
+    }
+
+    fn back(self) -> LogitsOutcome {
+        let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        let tokens = self.tokens.into_iter().map(|(prompt, position, ce, diff, kl, top1)| TokenLogits { prompt, position, ce: v(ce), diff_mean: v(diff), kl: v(kl), top1 }).collect();
+        let bounds = LogitsBounds { ce: self.ce, diff_mean: self.diff_mean, kl: self.kl, failure_rate: self.failure_rate, source: self.source };
+        LogitsOutcome { top_k: self.top_k, tokens, bounds, error: self.error }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -472,6 +518,7 @@ mod tests {
             ],
             notes: vec!["thresholds: t.json".into()],
             attribution_unavailable: None,
+            logits: None,
         }
     }
 

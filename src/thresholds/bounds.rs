@@ -17,8 +17,9 @@
 //! [`super::per_shape`]). A per-shape cos above 1, which older files derived from seed CSV files
 //! hold, is read the same way: `1 - (c - 1)`.
 
-use super::ThresholdsFile;
+use super::{MetricThresholds, ThresholdsFile};
 use crate::harness::verdict::{Bounds, CosRule};
+use layercheck_suite::logits::{LogitsBounds, TEST_DECODERS_DEFAULTS};
 
 /// The bounds of a layer, by file key.
 pub type BoundsOf = Box<dyn Fn(&str) -> Bounds>;
@@ -52,6 +53,29 @@ pub fn bounds_for(file: &ThresholdsFile, source: &str, batch_size: u64, seq_leng
             (Box::new(f), note)
         }
     }
+}
+
+/// The logits thresholds of `file` (`source` names it) and the number of reference logits they
+/// were derived on: its `"layercheck"` section's, else `test_decoders.py`'s whole-model keys
+/// (top-level `ce` and `diff_mean`, as `get_thresholds.py` writes them without `--layer_io`),
+/// else `test_decoders.py`'s defaults, as it applies them to a model without thresholds; the
+/// source says which.
+pub fn logits_bounds_for(file: &ThresholdsFile, source: &str, failure_rate: f64) -> (LogitsBounds, Option<u64>) {
+    let scalar = |name: &str| match file.metric(name) {
+        Some(MetricThresholds::Scalar(v)) => Some(*v),
+        _ => None,
+    };
+    if let Some(l) = file.per_shape.as_ref().and_then(|p| p.logits) {
+        let source = format!("{source} (\"layercheck\" logits: p{} of {} baseline tokens)", file.per_shape.as_ref().map_or(100.0, |p| p.percentile), l.tokens);
+        return (LogitsBounds { ce: Some(l.ce), diff_mean: Some(l.diff_mean), kl: Some(l.kl), failure_rate, source }, Some(l.top_k));
+    }
+    if let (Some(ce), Some(diff_mean)) = (scalar("ce"), scalar("diff_mean")) {
+        let source = format!("{source} (whole-model ce and diff_mean, as get_thresholds.py writes them; no kl threshold)");
+        return (LogitsBounds { ce: Some(ce), diff_mean: Some(diff_mean), kl: None, failure_rate, source }, None);
+    }
+    let (ce, diff_mean) = TEST_DECODERS_DEFAULTS;
+    let source = format!("test_decoders.py's defaults (ce {ce}, diff_mean {diff_mean}; no kl threshold): {source} has no logits thresholds (hint: re-derive it with `layercheck thresholds` from compact files, see README \"Thresholds\")");
+    (LogitsBounds { ce: Some(ce), diff_mean: Some(diff_mean), kl: None, failure_rate, source }, None)
 }
 
 #[cfg(test)]
@@ -100,6 +124,7 @@ mod tests {
                 seq_length: 64,
                 layers: vec![("model.head".into(), crate::thresholds::LayerThresholds { abs_diff_l2: Some(0.1), cos_mean: Some(1.00003), ..Default::default() })],
             }],
+            logits: None,
         });
         let b = bounds_for(&file, "t", 1, 64).0("model.head");
         assert_eq!((b.cos_rule, b.cos_mean), (CosRule::Deficit, Some(mirrored_at_one(1.00003))));

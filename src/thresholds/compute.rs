@@ -219,7 +219,7 @@ impl ShapePool {
                 .collect();
             shapes.push(ShapeThresholds { batch_size, seq_length, layers });
         }
-        PerShapeThresholds { percentile: p, shapes }
+        PerShapeThresholds { percentile: p, shapes, logits: None }
     }
 }
 

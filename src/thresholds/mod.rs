@@ -44,14 +44,16 @@
 mod bounds;
 mod compute;
 mod file;
+pub mod logits;
 pub mod per_shape;
 mod percentile;
 
 use std::path::PathBuf;
 
-pub use bounds::{bounds_for, mirrored_at_one, BoundsOf};
+pub use bounds::{bounds_for, logits_bounds_for, mirrored_at_one, BoundsOf};
 pub use compute::{compute, run, ThresholdsOptions, ThresholdsReport};
 pub use file::{MetricThresholds, ThresholdsFile};
+pub use logits::LogitsThresholds;
 pub use per_shape::{LayerThresholds, PerShapeThresholds, ShapeThresholds};
 pub use percentile::percentile_linear;
 

@@ -46,6 +46,7 @@
 //! ```
 
 use super::bounds::mirrored_at_one;
+use super::logits::LogitsThresholds;
 use super::percentile::percentile_linear;
 use crate::formats::py_json::PyJson;
 use crate::metrics::LayerSummary;
@@ -62,6 +63,8 @@ pub struct PerShapeThresholds {
     pub percentile: f64,
     /// One entry per (batch size, sequence length), sorted by batch size, then sequence length.
     pub shapes: Vec<ShapeThresholds>,
+    /// The logits-level thresholds, pooled over shapes (`super::logits`).
+    pub logits: Option<LogitsThresholds>,
 }
 
 /// The thresholds of one (batch size, sequence length).
@@ -120,11 +123,15 @@ impl PerShapeThresholds {
                 )
             })
             .collect();
-        PyJson::Object(vec![
+        let mut entries = vec![
             ("format".into(), PyJson::Str(PER_SHAPE_FORMAT.into())),
             ("percentile".into(), PyJson::Float(self.percentile)),
             ("shapes".into(), PyJson::Object(shapes)),
-        ])
+        ];
+        if let Some(l) = self.logits {
+            entries.push(("logits".into(), l.to_py_json()));
+        }
+        PyJson::Object(entries)
     }
 
     pub(crate) fn from_py_json(v: &PyJson) -> Result<Self, String> {
@@ -146,7 +153,8 @@ impl PerShapeThresholds {
             let layers = layers.iter().map(|(k, t)| (k.clone(), LayerThresholds::from_py_json(t))).collect();
             out.push(ShapeThresholds { batch_size, seq_length, layers });
         }
-        Ok(PerShapeThresholds { percentile, shapes: out })
+        let logits = v.get("logits").map(LogitsThresholds::from_py_json).transpose().map_err(|e| at(&e))?;
+        Ok(PerShapeThresholds { percentile, shapes: out, logits })
     }
 }
 
@@ -367,6 +375,7 @@ mod tests {
                 seq_length: 64,
                 layers: vec![("model.head".into(), LayerThresholds { observations: 3, abs_diff_l2: Some(0.5), cos_min: Some(f64::NAN), ..Default::default() })],
             }],
+            logits: None,
         };
         let text = p.to_py_json().to_python_json();
         assert_eq!(

@@ -118,6 +118,7 @@ mod tests {
             layers: vec![LayerOutcome { key: "k".into(), bounds: Bounds::new(Some(1.0), None), observations: vec![obs], failures: vec![], error: None, attribution: None, location: None }],
             notes: vec![],
             attribution_unavailable: None,
+            logits: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.bin");

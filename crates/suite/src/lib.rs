@@ -10,6 +10,7 @@ pub mod case_cache;
 pub mod compute;
 pub mod file_lock;
 pub mod location;
+pub mod logits;
 pub mod matrix;
 pub mod message;
 pub mod mode;

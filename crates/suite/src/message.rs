@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::attribution::Attribution;
+use crate::logits::LogitsOutcome;
 use crate::matrix::Margins;
 use crate::outcome::{CaseOutcome, LayerOutcome};
 use crate::report_dir::case_report_dir;
@@ -98,6 +99,55 @@ pub fn summary_failure(name: &TestName, outcome: &CaseOutcome) -> String {
     m
 }
 
+/// The message of a failing logits test.
+pub fn logits_failure(name: &TestName, logits: &LogitsOutcome, margins: &Margins) -> String {
+    let v = logits.verdict(margins);
+    let mut m = String::new();
+    let _ = writeln!(m, "the logits of {} diverge from the CPU golden's", case_words(&name.case));
+    if let Some(e) = &logits.error {
+        let _ = writeln!(m, "  {e}");
+    }
+    let _ = writeln!(
+        m,
+        "  {} of {} token(s) fail ({:.2}%; the test fails at {:.2}%), on the reference's top {} logits",
+        v.failing_tokens,
+        v.tokens,
+        100.0 * v.failing_share,
+        100.0 * logits.bounds.failure_rate,
+        logits.top_k
+    );
+    for q in &v.quantities {
+        let th = q.threshold.map_or("none".to_string(), |t| format!("{t:.6e}"));
+        let worst = q.worst_token.map_or(String::new(), |t| format!(" at prompt {} {} {}", t.prompt, position_word(&name.case), t.position));
+        let _ = writeln!(m, "  {}: threshold {th}, {} token(s) past it + margin, worst {:.6e}{worst}", q.quantity.name(), q.failing, q.worst);
+    }
+    let _ = writeln!(m, "  {}", top1_words(&v, &name.case));
+    let _ = writeln!(m, "  thresholds from {} (margins: rtol {}, atol {})", logits.bounds.source, margins.rtol, margins.atol);
+    let _ = write!(m, "{}", commands(name));
+    m
+}
+
+/// What a token's position means in a case: a position of the prompt or a decode step.
+fn position_word(case: &CaseId) -> &'static str {
+    match case.mode {
+        crate::mode::Mode::ModelForward => "position",
+        crate::mode::Mode::Generate => "step",
+    }
+}
+
+/// Top-1 agreement in words: the share of tokens whose argmax is the reference's and, per
+/// prompt, where it first differs.
+pub fn top1_words(v: &crate::logits::LogitsVerdict, case: &CaseId) -> String {
+    let mut s = format!("top-1 agreement: {} of {} token(s)", v.top1_agreeing, v.tokens);
+    if v.first_top1_difference.is_empty() {
+        s.push_str("; the target would pick the reference's token everywhere");
+    } else {
+        let firsts: Vec<String> = v.first_top1_difference.iter().map(|(p, at)| format!("prompt {p} at {} {at}", position_word(case))).collect();
+        let _ = write!(s, "; the target would first pick another token: {}", firsts.join(", "));
+    }
+    s
+}
+
 /// At most 12 keys, comma-separated, with how many more there are.
 fn list(keys: &[&str]) -> String {
     let mut s = keys.iter().take(12).copied().collect::<Vec<_>>().join(", ");
@@ -156,6 +206,7 @@ mod tests {
             ],
             notes: vec!["thresholds: t.json".into()],
             attribution_unavailable: unavailable.map(String::from),
+            logits: None,
         }
     }
 
@@ -171,6 +222,16 @@ mod tests {
         insta::assert_snapshot!(portable(summary_failure(&name, &outcome(None)), &name));
         let why = "attribution unavailable: the reference has no module inputs\n(hint: set golden_inputs = true)";
         insta::assert_snapshot!("summary_without_attribution", portable(summary_failure(&name, &outcome(Some(why))), &name));
+    }
+
+    #[test]
+    fn a_failing_logits_test_says_how_many_tokens_fail_and_where_the_top1_first_differs() {
+        use crate::logits::{LogitsBounds, TokenLogits};
+        let name: TestName = "tiny-granite::cpu-bf16::gen::b1::s32::n4::logits".parse().unwrap();
+        let tokens = (0..4).map(|i| TokenLogits { prompt: 0, position: i, ce: 2.9, diff_mean: if i == 2 { 0.004 } else { 0.0005 }, kl: 1e-4, top1: i < 3 }).collect();
+        let bounds = LogitsBounds { ce: Some(2.99), diff_mean: Some(0.001), kl: Some(1e-3), failure_rate: 0.01, source: "thresholds/tiny-granite-thresholds.json".into() };
+        let logits = LogitsOutcome { top_k: 20, tokens, bounds, error: None };
+        insta::assert_snapshot!(portable(logits_failure(&name, &logits, &Margins { rtol: 0.05, atol: 1e-6 }), &name));
     }
 
     #[test]

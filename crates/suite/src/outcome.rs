@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribution::Attribution;
 use crate::location::ErrorLocation;
+use crate::logits::LogitsOutcome;
 use crate::verdict::{Bounds, Failure, Observation};
 
 /// Everything the tests of one case need.
@@ -25,6 +26,10 @@ pub struct CaseOutcome {
     /// Why the failing layers could not be classified introduced or inherited, when they could not.
     #[serde(default)]
     pub attribution_unavailable: Option<String>,
+    /// The logits compared token by token (the `::logits` test); `None` when the forward was
+    /// stopped early or the case could not be computed.
+    #[serde(default)]
+    pub logits: Option<LogitsOutcome>,
 }
 
 /// One module's result in a case.
@@ -58,7 +63,7 @@ impl LayerOutcome {
 impl CaseOutcome {
     /// An outcome whose every test fails with `error`.
     pub fn failed(case: &str, error: String) -> Self {
-        CaseOutcome { case: case.to_string(), setup_error: Some(error), layers: Vec::new(), notes: Vec::new(), attribution_unavailable: None }
+        CaseOutcome { case: case.to_string(), setup_error: Some(error), layers: Vec::new(), notes: Vec::new(), attribution_unavailable: None, logits: None }
     }
 
     /// The first layer that failed, in forward order.

@@ -1,4 +1,5 @@
-//! The libtest-mimic glue: lists one trial per (case, layer) plus a summary per case, and runs
+//! The libtest-mimic glue: lists one trial per (case, layer) plus a summary and a logits test
+//! per case, and runs
 //! them against shared case outcomes, which the `layercheck` binary computes (`compute.rs`).
 //! Listing reads the matrix and each model's config.json only.
 
@@ -75,7 +76,8 @@ fn list(matrix: &Matrix, cases: &[CaseId], args: &Arguments) -> Vec<TestName> {
     test_names(matrix, cases)
 }
 
-/// The test names of `cases` of `matrix`: per case its layers in forward order, then its summary.
+/// The test names of `cases` of `matrix`: per case its layers in forward order, then its summary
+/// and its logits test.
 pub fn test_names(matrix: &Matrix, cases: &[CaseId]) -> Vec<TestName> {
     let mut names = Vec::new();
     for case in cases {
@@ -83,6 +85,7 @@ pub fn test_names(matrix: &Matrix, cases: &[CaseId]) -> Vec<TestName> {
             names.push(TestName { case: case.clone(), check: Check::Layer(key) });
         }
         names.push(TestName { case: case.clone(), check: Check::Summary });
+        names.push(TestName { case: case.clone(), check: Check::Logits });
     }
     names
 }
@@ -120,7 +123,7 @@ fn trials(suite: &Arc<Suite>, args: &Arguments, names: Vec<TestName>) -> Vec<Tri
 
 /// Per case, the last selected layer, after which its forward may stop: only in a filtered run
 /// whose outcomes are not shared with other processes (which may need later layers), and not
-/// when the case's summary runs.
+/// when the case's summary or logits test runs (they need the whole forward).
 fn stop_points(suite: &Suite, names: &[TestName], selected: &[bool]) -> HashMap<CaseId, Option<ModuleKey>> {
     let mut stops: HashMap<CaseId, Option<ModuleKey>> = HashMap::new();
     if suite.cache.shares_between_processes() || selected.iter().all(|&s| s) {
@@ -129,7 +132,7 @@ fn stop_points(suite: &Suite, names: &[TestName], selected: &[bool]) -> HashMap<
     let mut full: HashSet<CaseId> = HashSet::new();
     for (name, _) in names.iter().zip(selected).filter(|(_, &s)| s) {
         match name.check {
-            Check::Summary => {
+            Check::Summary | Check::Logits => {
                 full.insert(name.case.clone());
             }
             // Names are in forward order, so the last one seen is the last needed.
@@ -163,6 +166,11 @@ fn run_one(suite: &Suite, name: &TestName, stop_after: Option<ModuleKey>) -> Res
         Check::Summary => match outcome.first_failure() {
             None => Ok(()),
             Some(_) => Err(message::summary_failure(name, &outcome).into()),
+        },
+        Check::Logits => match &outcome.logits {
+            Some(logits) if logits.verdict(&suite.matrix.margins).passed => Ok(()),
+            Some(logits) => Err(message::logits_failure(name, logits, &suite.matrix.margins).into()),
+            None => Err(format!("{}: no logits were compared in this case's run (was the forward stopped early?)", name.case).into()),
         },
         Check::Layer(key) => match outcome.layer(&key.to_string()) {
             Some(layer) if layer.passed() => Ok(()),

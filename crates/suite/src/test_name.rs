@@ -1,5 +1,5 @@
 //! The name of one generated test, general to specific, joined by `::`:
-//! `{model}::{target}::{fwd|gen}[::iso]::b{B}::s{S}[::n{T}]::{layer key | summary}`,
+//! `{model}::{target}::{fwd|gen}[::iso]::b{B}::s{S}[::n{T}]::{layer key | summary | logits}`,
 //! e.g. `tiny-granite::cpu-f16::fwd::b1::s64::model.base_model.layers1.attn.dense`.
 //! Segments hold only `[a-z0-9._-]`, so nextest filters and `--exact` work on them as written.
 
@@ -38,6 +38,9 @@ pub enum Check {
     Layer(ModuleKey),
     /// The whole case; names the first failing layer.
     Summary,
+    /// The case's logits, token by token, as the Python tools' end-to-end test judges them
+    /// (`crate::logits`).
+    Logits,
 }
 
 /// A test: a case and a check.
@@ -83,6 +86,7 @@ impl fmt::Display for TestName {
         match self.check {
             Check::Layer(key) => write!(f, "{}::{key}", self.case),
             Check::Summary => write!(f, "{}::summary", self.case),
+            Check::Logits => write!(f, "{}::logits", self.case),
         }
     }
 }
@@ -95,6 +99,7 @@ impl FromStr for TestName {
         let case = parse_case(s, case)?;
         let check = match check {
             "summary" => Check::Summary,
+            "logits" => Check::Logits,
             key if is_segment(key) => Check::Layer(key.parse().map_err(|e: BadModuleKey| bad(s, &e.to_string()))?),
             other => return Err(bad(s, &format!("segment \"{other}\" is not made of [a-z0-9._-]"))),
         };
