@@ -953,6 +953,8 @@ fn seed_csv_folders_through_thresholds() {
             layer_io,
             output_path: dir.path().to_path_buf(),
             percentile: 99.0,
+        margins: Default::default(),
+        false_failure_rate: None,
         };
         let folder = dir.path().display().to_string();
         if let Some((file, _)) = named(compute("tiny-granite", &opts, &NoProgress), &fuzzed, &[&folder])? {
@@ -977,6 +979,8 @@ fn compact_files() {
         layer_io: true,
         output_path: dir.path().to_path_buf(),
         percentile: 99.0,
+        margins: Default::default(),
+        false_failure_rate: None,
     };
     fuzz("compact files", CASES_COMPACT, safetensors_recipe(), |recipe| {
         std::fs::write(&path, apply_safetensors_recipe(&seeds, &recipe)).unwrap();
@@ -1377,6 +1381,8 @@ fn regression_seed_csv_metric_shape_that_overflows() {
         layer_io: true,
         output_path: dir.path().to_path_buf(),
         percentile: 99.0,
+        margins: Default::default(),
+        false_failure_rate: None,
     };
     // Such a header is as unusable as none: each file is one observation.
     let (file, _) = compute("tiny-granite", &opts, &NoProgress).unwrap();
@@ -1553,6 +1559,8 @@ fn regression_thresholds_pooled_counts_that_overflow() {
         layer_io: true,
         output_path: folder,
         percentile: 99.0,
+        margins: Default::default(),
+        false_failure_rate: None,
     };
     let (file, _) = compute("tiny-granite", &opts, &NoProgress).unwrap();
     assert!(file.layer("abs_diff", "model.head").is_some_and(f64::is_finite));

@@ -21,6 +21,8 @@ fn options(file_base: &Path, layer_io: bool) -> ThresholdsOptions {
         layer_io,
         output_path: file_base.to_path_buf(),
         percentile: 99.0,
+        margins: Default::default(),
+        false_failure_rate: None,
     }
 }
 

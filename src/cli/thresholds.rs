@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use layercheck::harness::matrix::Margins;
 use layercheck::thresholds::{self, ThresholdsOptions};
 
 use super::progress::Bar;
@@ -31,9 +32,25 @@ pub struct ThresholdsArgs {
     /// it).
     #[arg(long, default_value_t = 99.0)]
     percentile: f64,
+    /// Widen the per-shape thresholds until the leave-one-prompt-out estimate of false failures
+    /// per layer test is at most this rate (from compact files of several prompts), e.g. 0.001.
+    #[arg(long = "false-failure-rate")]
+    false_failure_rate: Option<f64>,
+    /// The suite's relative margin, with which the false-failure estimate judges (the matrix's
+    /// `margins.rtol`).
+    #[arg(long, default_value_t = Margins::default().rtol)]
+    rtol: f64,
+    /// The suite's absolute margin, likewise (`margins.atol`).
+    #[arg(long, default_value_t = Margins::default().atol)]
+    atol: f64,
 }
 
 pub fn run(args: ThresholdsArgs) -> super::CliResult {
+    for (flag, v) in [("--rtol", args.rtol), ("--atol", args.atol)] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("{flag} {v}: a margin is a finite number at least 0\n(hint: the suite's default margins are --rtol 0.05 --atol 1e-6)").into());
+        }
+    }
     let opts = ThresholdsOptions {
         models: args.models,
         metrics: args.metrics,
@@ -41,6 +58,8 @@ pub fn run(args: ThresholdsArgs) -> super::CliResult {
         layer_io: args.layer_io,
         output_path: args.output_path,
         percentile: args.percentile,
+        margins: Margins { rtol: args.rtol, atol: args.atol },
+        false_failure_rate: args.false_failure_rate,
     };
     let bar = Bar::new("files");
     for (path, report) in thresholds::run(&opts, &bar)? {
@@ -60,6 +79,27 @@ pub fn run(args: ThresholdsArgs) -> super::CliResult {
                 report.model,
                 missing.join(", ")
             );
+        }
+        if let Some(e) = &report.false_failures {
+            eprintln!(
+                "{}: false failures on unseen prompts (leave one of {} prompts out, p{} x headroom {}): {} of {} layer tests ({:.4}), {} of {} prompts ({:.4})",
+                report.model,
+                e.prompts,
+                e.percentile,
+                e.headroom,
+                e.failing_layer_tests,
+                e.layer_tests,
+                e.per_layer_test(),
+                e.failing_prompts,
+                e.prompts,
+                e.per_prompt()
+            );
+            if report.target_unmet {
+                eprintln!("warning: no headroom up to {} meets --false-failure-rate {}: add baseline prompts, or accept the rate above", layercheck::thresholds::false_failures::HEADROOM_LADDER[layercheck::thresholds::false_failures::HEADROOM_LADDER.len() - 1], args.false_failure_rate.unwrap_or(0.0));
+            }
+        }
+        if report.logits_tokens > 0 {
+            eprintln!("{}: logits: {} token(s)", report.model, report.logits_tokens);
         }
         if !report.nonfinite.is_empty() {
             eprintln!(

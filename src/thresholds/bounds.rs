@@ -125,6 +125,8 @@ mod tests {
                 layers: vec![("model.head".into(), crate::thresholds::LayerThresholds { abs_diff_l2: Some(0.1), cos_mean: Some(1.00003), ..Default::default() })],
             }],
             logits: None,
+            headroom: 1.0,
+            false_failures: None,
         });
         let b = bounds_for(&file, "t", 1, 64).0("model.head");
         assert_eq!((b.cos_rule, b.cos_mean), (CosRule::Deficit, Some(mirrored_at_one(1.00003))));

@@ -4,6 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::file::{MetricThresholds, ThresholdsFile};
+use super::false_failures::{choose_headroom, FalseFailureEstimate, PromptObservations};
+use super::logits::LogitsPool;
+use crate::harness::matrix::Margins;
 use super::per_shape::{observation_len, Observations, PerShapeThresholds, ShapeThresholds};
 use super::percentile::percentile_linear;
 use super::{Progress, ThresholdsError};
@@ -28,6 +31,11 @@ pub struct ThresholdsOptions {
     pub output_path: PathBuf,
     /// The percentile of the per-shape thresholds (layer mode), in [0, 100].
     pub percentile: f64,
+    /// The margins the false-failure estimate judges with (the suite's).
+    pub margins: Margins,
+    /// A per-layer-test false-failure rate to meet by widening the thresholds
+    /// (`--false-failure-rate`; see [`super::false_failures`]).
+    pub false_failure_rate: Option<f64>,
 }
 
 /// What a computation found, for the user.
@@ -46,6 +54,12 @@ pub struct ThresholdsReport {
     /// Seed CSV cases whose records are not a whole forward of the modules they name (a run cut
     /// short, or a hand-made subset): the case prefix and the first missing module keys.
     pub incomplete: Vec<(String, Vec<String>)>,
+    /// Tokens behind the logits thresholds (0: no compact file had logits).
+    pub logits_tokens: u64,
+    /// The leave-one-prompt-out estimate (compact files of at least two prompts only).
+    pub false_failures: Option<FalseFailureEstimate>,
+    /// `--false-failure-rate` could not be met by any headroom tried.
+    pub target_unmet: bool,
 }
 
 /// Checks the seed CSV cases of `model` in `dir`: every record has both metric files (else
@@ -219,7 +233,7 @@ impl ShapePool {
                 .collect();
             shapes.push(ShapeThresholds { batch_size, seq_length, layers });
         }
-        PerShapeThresholds { percentile: p, shapes, logits: None }
+        PerShapeThresholds { percentile: p, shapes, logits: None, headroom: 1.0, false_failures: None }
     }
 }
 
@@ -227,6 +241,9 @@ impl ShapePool {
 pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -> Result<(ThresholdsFile, ThresholdsReport), ThresholdsError> {
     if !(0.0..=100.0).contains(&opts.percentile) {
         return Err(ThresholdsError::BadPercentile(opts.percentile));
+    }
+    if let Some(r) = opts.false_failure_rate.filter(|r| !(*r > 0.0 && *r < 1.0)) {
+        return Err(ThresholdsError::BadRate(r));
     }
     let model = file_model_id(model);
     let mut report = ThresholdsReport { model: model.clone(), ..Default::default() };
@@ -260,6 +277,8 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
 
     let mut pools: Vec<Pool> = specs.iter().map(|_| Pool::default()).collect();
     let mut shapes = ShapePool::default();
+    let mut logits = LogitsPool::default();
+    let (mut by_prompt, mut next_prompt) = (PromptObservations::default(), 0usize);
     for (name, path, metric_indices) in &csv {
         let file = read_seed_csv(path)?;
         for &i in metric_indices {
@@ -304,9 +323,15 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
                     _ => {}
                 }
             }
-            for item in &record.items {
+            for (j, item) in record.items.iter().enumerate() {
                 shapes.at(file.case.batch_size, file.case.seq_length, &key).add_summary(item);
+                by_prompt.add(file.case.batch_size, file.case.seq_length, &key, next_prompt + j, item.abs_diff_l2(), item.cos_mean());
             }
+        }
+        next_prompt += file.case.batch_size as usize;
+        if let Some(l) = &file.logits {
+            let tokens = l.tokens.iter().map(|t| (t.ce, t.diff_mean, t.kl));
+            logits.add(tokens, l.top_k).map_err(|problem| ThresholdsError::Schema { path: Some(path.clone()), problem })?;
         }
         progress.step(&file_name(path));
     }
@@ -318,7 +343,27 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
         report.layers_per_metric.push((spec.name.clone(), layers.len()));
         metrics.push((spec.name.clone(), MetricThresholds::Layers(layers)));
     }
-    let per_shape = shapes.finish(opts.percentile, &mut report);
+    let mut per_shape = shapes.finish(opts.percentile, &mut report);
+    let estimate = match opts.false_failure_rate {
+        Some(target) => {
+            let (e, met) = choose_headroom(&by_prompt, opts.percentile, opts.margins, target);
+            report.target_unmet = !met;
+            e
+        }
+        None => by_prompt.estimate(opts.percentile, 1.0, opts.margins),
+    };
+    if estimate.prompts > 0 {
+        per_shape.headroom = estimate.headroom;
+        for shape in &mut per_shape.shapes {
+            for (_, t) in &mut shape.layers {
+                *t = t.widened(estimate.headroom);
+            }
+        }
+        per_shape.false_failures = Some(estimate.to_py_json());
+        report.false_failures = Some(estimate);
+    }
+    per_shape.logits = logits.thresholds(opts.percentile);
+    report.logits_tokens = per_shape.logits.map_or(0, |l| l.tokens);
     Ok((ThresholdsFile { model_id: model, metrics, per_shape: Some(per_shape), other: Vec::new() }, report))
 }
 

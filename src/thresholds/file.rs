@@ -164,6 +164,25 @@ impl ThresholdsFile {
                     }
                 }
             }
+            if let Some(l) = &p.logits {
+                // Each is a non-negative quantity (ce an entropy plus a divergence).
+                for (q, v) in [("ce", l.ce), ("diff_mean", l.diff_mean), ("kl", l.kl)] {
+                    if let Some(problem) = norm_problem(v) {
+                        return Err(invalid(format!("{PER_SHAPE_KEY}.logits.{q}"), problem));
+                    }
+                }
+                if l.top_k == 0 {
+                    return Err(invalid(format!("{PER_SHAPE_KEY}.logits.top_k"), "is 0; the metrics need at least one logit".into()));
+                }
+            }
+        }
+        // test_decoders.py's whole-model thresholds, which the logits verdict applies.
+        for name in ["ce", "diff_mean"] {
+            if let Some(MetricThresholds::Scalar(v)) = self.metric(name) {
+                if let Some(problem) = norm_problem(*v) {
+                    return Err(invalid(name.to_string(), problem));
+                }
+            }
         }
         Ok(())
     }
@@ -285,7 +304,10 @@ mod tests {
         assert!(err(r#"{"model_id": "m", "cos_sim_mean": {"model.head": 1.5}}"#).contains("is 1.5: not a cosine"));
         assert!(err(r#"{"model_id": "m", "cos_sim_avg": Infinity}"#).contains("cos_sim_avg is inf"));
         // The seed's f16 cos above 1, and the sample's zeros, are fine.
-        ThresholdsFile::parse(r#"{"model_id": "m", "cos_sim_avg": {"a": 1.0001, "b": 0}, "ce": NaN}"#).unwrap().validate(p).unwrap();
+        ThresholdsFile::parse(r#"{"model_id": "m", "cos_sim_avg": {"a": 1.0001, "b": 0}, "prob_mean": NaN}"#).unwrap().validate(p).unwrap();
+        // test_decoders.py's whole-model thresholds are applied by the logits verdict.
+        assert!(err(r#"{"model_id": "m", "ce": NaN}"#).contains("t.json: ce is NaN"));
+        assert!(err(r#"{"model_id": "m", "diff_mean": -1}"#).contains("diff_mean is -1"));
         let f = ThresholdsFile::parse(r#"{"model_id": "org--tiny", "abs_diff": {"model.base_model.layers2.ln": 1.0, "model.base_model.layers3.ln.iter-9": 1.0}}"#).unwrap();
         f.check_model(p, &["tiny"], 4).unwrap();
         let e = f.check_model(p, &["tiny"], 3).unwrap_err().to_string();

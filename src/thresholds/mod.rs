@@ -43,6 +43,7 @@
 
 mod bounds;
 mod compute;
+pub mod false_failures;
 mod file;
 pub mod logits;
 pub mod per_shape;
@@ -102,6 +103,9 @@ pub enum ThresholdsError {
     /// The percentile is out of range.
     #[error("percentile {0} is not in [0, 100]\n(hint: --percentile 99 (the default) or 100 (the largest observation))")]
     BadPercentile(f64),
+    /// The false-failure rate asked for is not a rate.
+    #[error("--false-failure-rate {0} is not in (0, 1)\n(hint: e.g. --false-failure-rate 0.001, one failing layer test in a thousand)")]
+    BadRate(f64),
 }
 
 impl ThresholdsError {

@@ -65,6 +65,10 @@ pub struct PerShapeThresholds {
     pub shapes: Vec<ShapeThresholds>,
     /// The logits-level thresholds, pooled over shapes (`super::logits`).
     pub logits: Option<LogitsThresholds>,
+    /// The factor every threshold was widened by (`super::false_failures`; 1 when none).
+    pub headroom: f64,
+    /// The leave-one-prompt-out estimate of false failures, as written (`"false_failures"`).
+    pub false_failures: Option<PyJson>,
 }
 
 /// The thresholds of one (batch size, sequence length).
@@ -128,6 +132,12 @@ impl PerShapeThresholds {
             ("percentile".into(), PyJson::Float(self.percentile)),
             ("shapes".into(), PyJson::Object(shapes)),
         ];
+        if self.headroom != 1.0 {
+            entries.push(("headroom".into(), PyJson::Float(self.headroom)));
+        }
+        if let Some(f) = &self.false_failures {
+            entries.push(("false_failures".into(), f.clone()));
+        }
         if let Some(l) = self.logits {
             entries.push(("logits".into(), l.to_py_json()));
         }
@@ -154,7 +164,11 @@ impl PerShapeThresholds {
             out.push(ShapeThresholds { batch_size, seq_length, layers });
         }
         let logits = v.get("logits").map(LogitsThresholds::from_py_json).transpose().map_err(|e| at(&e))?;
-        Ok(PerShapeThresholds { percentile, shapes: out, logits })
+        let headroom = match v.get("headroom") {
+            None => 1.0,
+            Some(h) => h.as_f64().filter(|h| h.is_finite() && *h >= 1.0).ok_or_else(|| at("\"headroom\" is not a number at least 1"))?,
+        };
+        Ok(PerShapeThresholds { percentile, shapes: out, logits, headroom, false_failures: v.get("false_failures").cloned() })
     }
 }
 
@@ -164,6 +178,22 @@ pub fn shape_key(batch_size: u64, seq_length: u64) -> String {
 }
 
 impl LayerThresholds {
+    /// Every threshold widened by `headroom` (see `super::false_failures`).
+    pub fn widened(self, headroom: f64) -> Self {
+        use super::false_failures::{widen_cos, widen_upper};
+        let up = |v: Option<f64>| v.map(|t| widen_upper(t, headroom));
+        let cos = |v: Option<f64>| v.map(|t| widen_cos(t, headroom));
+        LayerThresholds {
+            abs_diff_l2: up(self.abs_diff_l2),
+            abs_diff_max: up(self.abs_diff_max),
+            rel_l2: up(self.rel_l2),
+            sqnr_db: self.sqnr_db.map(|t| t - 20.0 * headroom.log10()),
+            cos_mean: cos(self.cos_mean),
+            cos_min: cos(self.cos_min),
+            ..self
+        }
+    }
+
     fn to_py_json(self) -> PyJson {
         let mut e = vec![
             ("observations".to_string(), PyJson::Int(self.observations as i64)),
@@ -376,6 +406,8 @@ mod tests {
                 layers: vec![("model.head".into(), LayerThresholds { observations: 3, abs_diff_l2: Some(0.5), cos_min: Some(f64::NAN), ..Default::default() })],
             }],
             logits: None,
+            headroom: 1.0,
+            false_failures: None,
         };
         let text = p.to_py_json().to_python_json();
         assert_eq!(
