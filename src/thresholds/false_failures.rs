@@ -51,6 +51,9 @@ pub struct FalseFailureEstimate {
     pub margins: Margins,
     /// The per-layer-test rate asked for, when the headroom was chosen to meet it.
     pub target: Option<f64>,
+    /// (failing layer tests, failing prompts) of the same thresholds without headroom, when the
+    /// headroom was chosen.
+    pub unwidened: Option<(usize, usize)>,
 }
 
 impl FalseFailureEstimate {
@@ -79,6 +82,10 @@ impl FalseFailureEstimate {
         if let Some(t) = self.target {
             e.push(("target".to_string(), PyJson::Float(t)));
         }
+        if let Some((layer_tests, prompts)) = self.unwidened {
+            e.push(("failing_layer_tests_without_headroom".to_string(), PyJson::Int(layer_tests as i64)));
+            e.push(("failing_prompts_without_headroom".to_string(), PyJson::Int(prompts as i64)));
+        }
         PyJson::Object(e)
     }
 }
@@ -101,7 +108,7 @@ impl PromptObservations {
 
     /// The leave-one-prompt-out estimate at percentile `p` and `headroom`, judged with `margins`.
     pub fn estimate(&self, p: f64, headroom: f64, margins: Margins) -> FalseFailureEstimate {
-        let mut e = FalseFailureEstimate { prompts: 0, failing_prompts: 0, layer_tests: 0, failing_layer_tests: 0, percentile: p, headroom, margins, target: None };
+        let mut e = FalseFailureEstimate { prompts: 0, failing_prompts: 0, layer_tests: 0, failing_layer_tests: 0, percentile: p, headroom, margins, target: None, unwidened: None };
         let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;
         for layers in self.shapes.values() {
             let mut prompts: Vec<usize> = layers.values().flatten().map(|o| o.0).collect();
@@ -146,9 +153,11 @@ impl PromptObservations {
 /// `target`, with its estimate; the last one's when none meets it (the caller says so).
 pub fn choose_headroom(obs: &PromptObservations, p: f64, margins: Margins, target: f64) -> (FalseFailureEstimate, bool) {
     let mut last = None;
+    let base = obs.estimate(p, 1.0, margins);
     for h in HEADROOM_LADDER {
         let mut e = obs.estimate(p, h, margins);
         e.target = Some(target);
+        e.unwidened = Some((base.failing_layer_tests, base.failing_prompts));
         if e.per_layer_test() <= target {
             return (e, true);
         }
