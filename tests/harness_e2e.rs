@@ -105,7 +105,7 @@ fn missing_golden_then_regeneration_then_staleness() {
     // Missing: every test of the case is listed and fails with the fix command.
     let out = run(&[]);
     let (ok, failed, _) = outcomes(&out);
-    assert!(ok.is_empty() && failed.len() == 41, "{}", text(&out));
+    assert!(ok.is_empty() && failed.len() == 42, "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("fwd-b1-s32.safetensors is missing") && t.contains("LAYERCHECK_UPDATE_GOLDEN=1 cargo test --test layers -- 'tiny-granite::cpu-f16::fwd::b1::s32::'"), "{t}");
 
@@ -150,7 +150,9 @@ fn the_fault_target_fails_its_module_alone_when_isolated_and_everything_after_wh
     let order: Vec<String> = layercheck::hooks::ModuleKey::forward_order(3, false).iter().map(|k| k.to_string()).collect();
     let from = order.iter().position(|k| k == "model.base_model.layers1.attn.dense").unwrap();
     let mut expected: Vec<&str> = order[from..].iter().map(String::as_str).collect();
-    expected.push("summary");
+    // The fault reaches the logits: the logits-level test fails too (in the isolated feed the
+    // head takes its golden input, and the logits pass).
+    expected.extend(["summary", "logits"]);
     expected.sort();
     let mut cumulative: Vec<&str> = failed.iter().filter(|n| !n.contains("::iso::")).map(|n| layer_of(n)).collect();
     cumulative.sort();
@@ -160,7 +162,11 @@ fn the_fault_target_fails_its_module_alone_when_isolated_and_everything_after_wh
     let t = text(&out);
     assert!(t.contains("first layer that introduces error: model.base_model.layers1.attn.dense"), "{t}");
     assert!(t.contains("  introduced (fail when fed their golden input too): model.base_model.layers1.attn.dense\n"), "{t}");
-    assert!(t.contains(&format!("  inherited (pass when fed their golden input): {} layer(s)\n", expected.len() - 2)), "{t}");
+    assert!(t.contains(&format!("  inherited (pass when fed their golden input): {} layer(s)\n", expected.len() - 3)), "{t}");
+    // Logits: the divergence shows in the KL divergence and the softmax difference; the
+    // cross-entropy of test_decoders.py, mostly the top-20 entropy of a random model, does not.
+    assert!(t.contains("the logits of tiny-granite on fault-l1-dense (model-forward, cumulative feed, batch 1, seq 32) diverge"), "{t}");
+    assert!(t.contains("  ce: threshold") && t.contains(", 0 token(s) past it + margin, worst"), "{t}");
     assert!(t.contains("attribution: inherited"), "{t}");
     let results = std::fs::read_to_string(reports.path().join("tiny-granite_fault-l1-dense_fwd_b1_s32/results.jsonl")).unwrap();
     let results = layercheck::report::CaseResults::from_jsonl(&results).unwrap();
@@ -211,10 +217,10 @@ fn nextest_lists_filters_partitions_and_runs_ignored_tests_as_a_user_would() {
     let m = matrix(tmp.path(), &root().join("golden"), &root().join("models/tiny-granite"), "\"cpu-f16\", \"cuda-f16\"", "\"cumulative\"", "\"model-forward\"");
     let env = [("LAYERCHECK_MATRIX", m.to_str().unwrap())];
 
-    // Listing: 41 tests per case; CUDA listed and ignored where no GPU; independent of the update
-    // mode and of which golden files exist.
+    // Listing: 42 tests per case (40 layers, summary, logits); CUDA listed and ignored where no
+    // GPU; independent of the update mode and of which golden files exist.
     let listed = nextest_list(&env);
-    assert_eq!(listed.len(), 82);
+    assert_eq!(listed.len(), 84);
     let gpu = tch::Cuda::is_available();
     assert!(listed.iter().all(|(n, ignored)| *ignored == (n.contains("::cuda-f16::") && !gpu)));
     let nowhere = tmp.path().join("no-golden");
@@ -280,8 +286,9 @@ fn cpu_bf16_fails_against_f16_thresholds_from_the_embedding_on() {
     let m = matrix(tmp.path(), &root().join("golden"), &root().join("models/tiny-granite"), "\"cpu-f16\", \"cpu-bf16\"", "\"cumulative\"", "\"model-forward\"");
     let out = cargo(&["test", "-q", "--test", "layers"], &[("LAYERCHECK_MATRIX", m.to_str().unwrap())]);
     let (ok, failed, _) = outcomes(&out);
-    assert!(ok.iter().all(|n| n.contains("::cpu-f16::")) && ok.len() == 41, "f16 passes:\n{}", text(&out));
-    assert!(failed.iter().all(|n| n.contains("::cpu-bf16::")) && failed.len() == 41, "bf16 fails on every layer:\n{}", text(&out));
+    assert!(ok.iter().all(|n| n.contains("::cpu-f16::")) && ok.len() == 42, "f16 passes:\n{}", text(&out));
+    assert!(failed.iter().all(|n| n.contains("::cpu-bf16::")) && failed.len() == 42, "bf16 fails on every layer and its logits:\n{}", text(&out));
+    assert!(text(&out).contains("the logits of tiny-granite on cpu-bf16 (model-forward, cumulative feed, batch 1, seq 32) diverge"), "{}", text(&out));
     // Attribution: the embedding makes bf16's error (its table rounded to bf16), and some later
     // layers only inherit it (how many depends on the CPU's bf16 kernels, so no count here).
     assert!(text(&out).contains("40 of 40 layers fail; first layer that introduces error: model.base_model.embedding"), "{}", text(&out));

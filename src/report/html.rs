@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use super::attribution::{attribution_sentence, failing_lines, heat_svg};
+use super::logits::logits_lines;
 use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::markdown::{
     cos_opt, errors, first_failures, first_sentence, footer, headline, margins_sentence, one_minus, sci_opt, thresholds, used, PLOT_LEGEND, TABLE_INTRO, WORST_CHECKED, WORST_SHOWN, WORST_UNCHECKED,
@@ -62,6 +63,13 @@ pub fn render_html(results: &CaseResults, views: &[LayerView], svg: &str) -> Str
     }
     if let Some(heat) = heat_svg(results) {
         let _ = writeln!(h, "<h2>Error per layer and token</h2>\n<figure id=\"heat\">\n{heat}</figure>");
+    }
+    if let Some((lead, lines)) = logits_lines(results) {
+        let _ = writeln!(h, "<h2>Logits</h2>\n<p id=\"logits\">{}</p>\n<ul>", inline_md(&lead));
+        for line in lines {
+            let _ = writeln!(h, "<li>{}</li>", inline_md(&line));
+        }
+        let _ = writeln!(h, "</ul>");
     }
 
     let worst = worst_layers(views, WORST_SHOWN);

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::attribution::{attribution_sentence, failing_lines, first_introduced};
+use super::logits::logits_lines;
 use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::results::CaseResults;
 use super::{HTML_FILE, PNG_FILE, RESULTS_FILE, SVG_FILE};
@@ -43,6 +44,14 @@ pub fn render_markdown(results: &CaseResults, views: &[LayerView]) -> String {
             let _ = writeln!(md, "{s}\n");
         }
         for line in failing {
+            let _ = writeln!(md, "- {line}");
+        }
+        md.push('\n');
+    }
+
+    if let Some((lead, lines)) = logits_lines(results) {
+        let _ = writeln!(md, "## Logits\n\n{lead}\n");
+        for line in lines {
             let _ = writeln!(md, "- {line}");
         }
         md.push('\n');

@@ -67,6 +67,7 @@ mod compact;
 mod harness;
 mod html;
 mod layers;
+mod logits;
 mod markdown;
 mod plot;
 mod results;
