@@ -91,5 +91,14 @@ fn print_case(outcome: &CaseOutcome, margins: &Margins, verbose: bool, seconds: 
     if let Some(first) = outcome.first_failure() {
         println!("  first failing layer: {}", first.key);
     }
-    failing == 0
+    let logits_pass = match &outcome.logits {
+        Some(l) => {
+            let v = l.verdict(margins);
+            let status = if v.passed { "ok" } else { "FAIL" };
+            println!("  {status:<4} logits: {} of {} token(s) past a threshold ({:.2}%; fails at {:.2}%), top-1 agreement {} of {}", v.failing_tokens, v.tokens, 100.0 * v.failing_share, 100.0 * l.bounds.failure_rate, v.top1_agreeing, v.tokens);
+            v.passed
+        }
+        None => true,
+    };
+    failing == 0 && logits_pass
 }

@@ -37,7 +37,7 @@ pub(super) fn logits_lines(results: &CaseResults) -> Option<(String, Vec<String>
         lines.push(format!("`{}`: threshold {th}, worst {}{worst}, {} token(s) past threshold + margin", q.quantity.name(), sci(q.worst), q.failing));
     }
     if let Some(case) = &case {
-        lines.push(top1_words(&v, case));
+        lines.push(top1_words(logits, &v, case));
     }
     lines.push(format!("thresholds: {}{}", logits.bounds.source, margins_words(results.margins)));
     Some((lead, lines))

@@ -144,6 +144,17 @@ pub struct LogitsVerdict {
 }
 
 impl LogitsOutcome {
+    /// Per position (generate: per step), in order: (position, tokens whose top-1 agrees, tokens).
+    pub fn top1_by_position(&self) -> Vec<(usize, usize, usize)> {
+        let mut by: std::collections::BTreeMap<usize, (usize, usize)> = std::collections::BTreeMap::new();
+        for t in &self.tokens {
+            let e = by.entry(t.position).or_default();
+            e.0 += usize::from(t.top1);
+            e.1 += 1;
+        }
+        by.into_iter().map(|(p, (a, n))| (p, a, n)).collect()
+    }
+
     /// Judges the tokens against the bounds with `margins`.
     pub fn verdict(&self, margins: &Margins) -> LogitsVerdict {
         let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;

@@ -121,7 +121,7 @@ pub fn logits_failure(name: &TestName, logits: &LogitsOutcome, margins: &Margins
         let worst = q.worst_token.map_or(String::new(), |t| format!(" at prompt {} {} {}", t.prompt, position_word(&name.case), t.position));
         let _ = writeln!(m, "  {}: threshold {th}, {} token(s) past it + margin, worst {:.6e}{worst}", q.quantity.name(), q.failing, q.worst);
     }
-    let _ = writeln!(m, "  {}", top1_words(&v, &name.case));
+    let _ = writeln!(m, "  {}", top1_words(logits, &v, &name.case));
     let _ = writeln!(m, "  thresholds from {} (margins: rtol {}, atol {})", logits.bounds.source, margins.rtol, margins.atol);
     let _ = write!(m, "{}", commands(name));
     m
@@ -137,8 +137,12 @@ fn position_word(case: &CaseId) -> &'static str {
 
 /// Top-1 agreement in words: the share of tokens whose argmax is the reference's and, per
 /// prompt, where it first differs.
-pub fn top1_words(v: &crate::logits::LogitsVerdict, case: &CaseId) -> String {
+pub fn top1_words(logits: &LogitsOutcome, v: &crate::logits::LogitsVerdict, case: &CaseId) -> String {
     let mut s = format!("top-1 agreement: {} of {} token(s)", v.top1_agreeing, v.tokens);
+    if case.mode == crate::mode::Mode::Generate {
+        let steps: Vec<String> = logits.top1_by_position().iter().map(|(step, a, n)| format!("{step}: {a}/{n}")).collect();
+        let _ = write!(s, " (per step {})", steps.join(", "));
+    }
     if v.first_top1_difference.is_empty() {
         s.push_str("; the target would pick the reference's token everywhere");
     } else {
