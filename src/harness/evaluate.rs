@@ -295,12 +295,15 @@ fn external_records(mut capture: Capture, request: &Request) -> SetupResult<Vec<
 /// Compares each target record with its golden record and judges it against the bounds.
 fn judge(records: Vec<TargetRecord>, golden: &Capture, bounds: &dyn Fn(&str) -> crate::harness::verdict::Bounds, margins: &Margins, golden_path: &Path, fix: &str) -> Vec<LayerOutcome> {
     let mut by_key: Vec<LayerOutcome> = Vec::new();
+    // Records compared so far, per entry of `by_key`.
+    let mut calls: Vec<usize> = Vec::new();
     for (name, key, output) in records {
         let key = key.to_string();
         let i = match by_key.iter().position(|l| l.key == key) {
             Some(i) => i,
             None => {
                 by_key.push(LayerOutcome { bounds: bounds(&key), key, observations: Vec::new(), failures: Vec::new(), error: None, attribution: None, location: None });
+                calls.push(0);
                 by_key.len() - 1
             }
         };
@@ -329,9 +332,14 @@ fn judge(records: Vec<TargetRecord>, golden: &Capture, bounds: &dyn Fn(&str) -> 
         };
         // Where the error sits is an aid to reading a verdict, not part of it: a record whose
         // sums cannot be computed keeps its verdict and only has no location.
+        // Decode steps (generate mode) continue the sequence: step k's row is at the prompt's
+        // length plus k - 1, after the rows seen so far.
         if let Ok(sums) = crate::metrics::error_sums(&comparison.abs_diff) {
-            layer.location.get_or_insert_with(ErrorLocation::empty).add(&name, &sums.per_token, &sums.per_channel);
+            let location = layer.location.get_or_insert_with(ErrorLocation::empty);
+            let first = if calls[i] == 0 { 0 } else { location.token_sq.len() };
+            location.add_at(&name, first, &sums.per_token, &sums.per_channel);
         }
+        calls[i] += 1;
         for (item, s) in comparison.items.iter().enumerate() {
             let obs = s.observation(&name, item);
             let index = layer.observations.len();

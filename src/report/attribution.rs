@@ -73,7 +73,7 @@ pub(super) fn heat_svg(results: &CaseResults) -> Option<String> {
     let width = (label_w + cell_w * tokens + 10).max(880);
     let height = top + cell_h * rows.len() + 30;
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n");
-    let _ = writeln!(s, "<text x=\"10\" y=\"12\">token position 0 .. {} (squared error summed over prompts and calls; each row relative to its own worst token)</text>", tokens - 1);
+    let _ = writeln!(s, "<text x=\"10\" y=\"12\">token position 0 .. {} (squared error summed over prompts; decode steps after the prompt, one position each; each row relative to its own worst token)</text>", tokens - 1);
     for (row, (order, key, values, introduced, failing)) in rows.iter().enumerate() {
         let y = top + row * cell_h;
         let weight = if *introduced { " font-weight=\"bold\" fill=\"#b00020\"" } else { "" };

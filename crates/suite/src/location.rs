@@ -1,5 +1,6 @@
 //! Where in a failing layer's output the error sits: its worst tokens and the hidden channels
-//! that carry most of its squared error. Small vectors, computed only for failing layers.
+//! that carry most of its squared error. Small vectors, computed for every layer (the heat strip
+//! of a case's report shows passing layers too); messages and reports name them for failing ones.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,17 +66,24 @@ impl ErrorLocation {
         ErrorLocation { tokens: Vec::new(), channels: Vec::new(), total_sq: 0.0, token_sq: Vec::new(), channel_sq: Vec::new() }
     }
 
-    /// Adds one record's squared-error sums: `per_token[item][token]` and `per_channel`.
+    /// Adds one record's squared-error sums: `per_token[item][token]` and `per_channel`, its rows
+    /// at positions 0, 1, ...
     pub fn add(&mut self, record: &str, per_token: &[Vec<f64>], per_channel: &[f64]) {
+        self.add_at(record, 0, per_token, per_channel);
+    }
+
+    /// Adds one record whose first row is at position `first` of the sequence (in generate mode a
+    /// decode step's one row is at the prompt's length plus the step, after the prefill's rows).
+    pub fn add_at(&mut self, record: &str, first: usize, per_token: &[Vec<f64>], per_channel: &[f64]) {
         for (item, rows) in per_token.iter().enumerate() {
-            if self.token_sq.len() < rows.len() {
-                self.token_sq.resize(rows.len(), 0.0);
+            if self.token_sq.len() < first + rows.len() {
+                self.token_sq.resize(first + rows.len(), 0.0);
             }
-            for (acc, v) in self.token_sq.iter_mut().zip(rows) {
+            for (acc, v) in self.token_sq[first..].iter_mut().zip(rows) {
                 *acc += v;
             }
             for (token, &sq) in rows.iter().enumerate() {
-                self.tokens.push(TokenError { record: record.to_string(), item, token: token as u64, sq });
+                self.tokens.push(TokenError { record: record.to_string(), item, token: (first + token) as u64, sq });
             }
         }
         // Worst first; NaN sorts as the worst (total order, NaN above +inf).
@@ -110,6 +118,11 @@ mod tests {
         assert_eq!(loc.token_sq, [10.5, 6.25]);
         let shares: Vec<(u64, f64)> = loc.channels.iter().map(|c| (c.channel, c.share)).collect();
         assert_eq!(shares, [(2, 9.75 / 16.75), (1, 5.0 / 16.75), (0, 2.0 / 16.75)]);
+        let mut steps = ErrorLocation::empty();
+        steps.add("k", &[vec![1.0, 4.0]], &[5.0]);
+        steps.add_at("k.iter-1", 2, &[vec![3.0]], &[3.0]);
+        assert_eq!(steps.token_sq, [1.0, 4.0, 3.0], "a decode step's row sits after the prompt's");
+        assert_eq!(steps.tokens[1].token, 2);
         assert_eq!(loc.describe(), "worst tokens (squared error): token 0 of prompt 1 (9.000e0), token 1 of prompt 0 (4.000e0), token 1 of prompt 1 (2.000e0), token 0 of prompt 0 (1.000e0), token 0 of prompt 0, record iter-1 (5.000e-1); channels carrying most of it: 2 (58.2%), 1 (29.9%), 0 (11.9%)");
     }
 }
