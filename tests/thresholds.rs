@@ -379,3 +379,63 @@ fn per_shape_thresholds_from_seed_csvs_pass_a_healthy_f16_run() {
         assert!(failing.is_empty(), "{dir}: the run its thresholds were derived from fails them:\n{}", failing.join("\n"));
     }
 }
+
+/// `generate --format compact` over 6 prompts, then `thresholds`: the file carries the logits
+/// thresholds (one token per prompt and step) and the leave-one-prompt-out estimate; with
+/// `--false-failure-rate` every per-shape threshold is the unwidened one times the chosen headroom
+/// (`1 - cos` times it), and the estimate at that headroom meets the rate.
+#[test]
+fn thresholds_carry_logits_and_the_false_failure_estimate_and_widen_to_meet_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.txt");
+    let baseline = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("thresholds/prompts/tiny-baseline.txt")).unwrap();
+    std::fs::write(&prompts, baseline.lines().take(6).collect::<Vec<_>>().join("\n")).unwrap();
+    let metrics = dir.path().join("metrics");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_layercheck")).current_dir(env!("CARGO_MANIFEST_DIR")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    #[rustfmt::skip]
+    run(&["generate", "--model_path", "models/tiny-llama", "--variant", "tiny-llama", "--mode", "generate", "--batch_sizes", "1",
+          "--seq_lengths", "32", "--max_new_tokens", "3", "--prompts", prompts.to_str().unwrap(), "--prompt-batches", "6",
+          "--target", "cpu-f16", "--format", "compact", "--output_path", metrics.to_str().unwrap()]);
+    let derive = |out: &Path, rate: Option<&str>| {
+        let mut args = vec!["thresholds", "--models", "tiny-llama", "--metrics", "abs_diff", "cos_sim_avg", "--file_base", metrics.to_str().unwrap(), "--layer_io", "--percentile", "100", "--output_path", out.to_str().unwrap()];
+        if let Some(r) = rate {
+            args.extend(["--false-failure-rate", r]);
+        }
+        let stderr = run(&args);
+        (ThresholdsFile::read(&out.join("tiny-llama-thresholds.json")).unwrap(), stderr)
+    };
+    let (plain_dir, wide_dir) = (dir.path().join("plain"), dir.path().join("wide"));
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    std::fs::create_dir_all(&wide_dir).unwrap();
+    let (plain, stderr) = derive(&plain_dir, None);
+    assert!(stderr.contains("false failures on unseen prompts (leave one of 6 prompts out, p100 x headroom 1)") && stderr.contains("logits: 18 token(s)"), "{stderr}");
+    let p = plain.per_shape.as_ref().unwrap();
+    let logits = p.logits.unwrap();
+    assert_eq!((logits.tokens, logits.top_k), (18, 20));
+    assert!(logits.kl >= 0.0 && logits.diff_mean > 0.0 && logits.ce > 0.0);
+    assert_eq!(p.headroom, 1.0);
+    let ff = p.false_failures.as_ref().unwrap();
+    assert_eq!(ff.get("prompts").and_then(|v| v.as_f64()), Some(6.0));
+    // A rate below one layer test in all of them: the smallest headroom that fails none.
+    let (wide, stderr) = derive(&wide_dir, Some("0.0001"));
+    let w = wide.per_shape.as_ref().unwrap();
+    assert!(w.headroom >= 1.0, "{stderr}");
+    let wf = w.false_failures.as_ref().unwrap();
+    assert_eq!(wf.get("failing_layer_tests").and_then(|v| v.as_f64()), Some(0.0), "{stderr}");
+    assert_eq!(wf.get("target").and_then(|v| v.as_f64()), Some(0.0001));
+    for (key, t) in &p.shapes[0].layers {
+        let u = w.get(1, 32, key).unwrap();
+        assert!(same(u.abs_diff_l2.unwrap(), t.abs_diff_l2.unwrap() * w.headroom), "{key}");
+        assert!(same(1.0 - u.cos_mean.unwrap(), (1.0 - t.cos_mean.unwrap()) * w.headroom) || (1.0 - u.cos_mean.unwrap() - (1.0 - t.cos_mean.unwrap()) * w.headroom).abs() < 1e-15, "{key}");
+    }
+    // Not a rate: refused, naming the flag.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_layercheck"))
+        .args(["thresholds", "--models", "tiny-llama", "--metrics", "abs_diff", "--file_base", metrics.to_str().unwrap(), "--layer_io", "--false-failure-rate", "1.5", "--output_path", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--false-failure-rate 1.5 is not in (0, 1)"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
