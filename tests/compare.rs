@@ -63,6 +63,7 @@ fn compare_gives_per_layer_verdicts_the_first_failing_layer_and_a_report() {
     let o = layercheck(&["compare", "--reference", GOLDEN, "--target", clean, "--thresholds", THRESHOLDS]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("40 layers compared") && text(&o).contains("every layer passes"), "{}", text(&o));
+    assert!(text(&o).contains("ok   logits: 0 of 26 token(s) past a threshold"), "{}", text(&o));
 
     let report = dir.path().join("report");
     let o = layercheck(&["compare", "--reference", GOLDEN, "--target", faulty, "--thresholds", THRESHOLDS, "--out", report.to_str().unwrap()]);
@@ -76,6 +77,9 @@ fn compare_gives_per_layer_verdicts_the_first_failing_layer_and_a_report() {
     }
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("model.base_model.layers1.attn.dense"), "{md}");
+    // The fault reaches the logits, and the logits verdict says so (the report too).
+    assert!(out.contains("FAIL logits: 26 of 26 token(s) past a threshold"), "{out}");
+    assert!(md.contains("## Logits\n\n**fail**: 26 of 26 token(s)"), "{md}");
 
     // Without thresholds: metrics only, exit 0 even for the faulty dump.
     let o = layercheck(&["compare", "--reference", GOLDEN, "--target", faulty]);

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use layercheck::capture::{parse_record_name, Capture, Mode};
 use layercheck::formats::case::SeedCase;
-use layercheck::formats::compact::CompactWriter;
+use layercheck::formats::compact::{CompactLogits, CompactWriter};
+use layercheck::hooks::ModuleKey;
+use layercheck_suite::logits::DEFAULT_TOP_K;
 use layercheck::report::{compact_results, layer_views, write_report};
 use layercheck::runner::check::{check_against, record_problem, Expected};
 use layercheck::thresholds::ThresholdsFile;
@@ -70,8 +72,14 @@ fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
     if !problems.is_empty() {
         return Err(Box::new(BadInput(format!("{target_name} cannot be compared with {}:\n  {}", args.reference.display(), problems.join("\n  ")))));
     }
-    let file = writer.into_file();
     let mode = reference.metadata.get("mode").and_then(|m| m.parse::<Mode>().ok());
+    if let Some(mode) = mode {
+        writer = writer.with_metadata("mode", &mode.to_string())?;
+        if let Some(logits) = capture_logits(mode, &reference, &target)? {
+            writer.set_logits(logits);
+        }
+    }
+    let file = writer.into_file();
     let mut results = compact_results(&file, &target_name, thresholds.as_ref().map(|t| (t, &margins)));
     results.source = format!("compare {} with {}", target_name, args.reference.display());
     results.notes.retain(|n| !n.starts_with("layercheck_version"));
@@ -85,6 +93,14 @@ fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
         println!("  {verdict:<4} {:<52} abs_diff_l2 {}  cos_mean {}", v.key, sci(v.abs_diff_l2), fixed(v.cos_mean));
     }
     let first_bad = views.iter().find(|v| v.verdict.is_bad());
+    let logits_pass = match &results.logits {
+        Some(l) => {
+            let v = l.verdict(&margins);
+            println!("  {:<4} logits: {} of {} token(s) past a threshold ({:.2}%; fails at {:.2}%); {}", if v.passed { "ok" } else { "FAIL" }, v.failing_tokens, v.tokens, 100.0 * v.failing_share, 100.0 * l.bounds.failure_rate, layercheck_suite::message::top1_words(l, &v));
+            v.passed
+        }
+        None => true,
+    };
     match (judged, first_bad) {
         (true, Some(v)) => println!("first failing layer: {}", v.key),
         (true, None) => println!("every layer passes"),
@@ -95,7 +111,27 @@ fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
             eprintln!("wrote {}", path.display());
         }
     }
-    Ok(!judged || first_bad.is_none())
+    Ok(!judged || (first_bad.is_none() && logits_pass))
+}
+
+/// A capture's logits tensors: `logits` (model-forward) or its `model` records in order (generate).
+fn logits_of(mode: Mode, c: &Capture) -> Vec<&tch::Tensor> {
+    match mode {
+        Mode::ModelForward => c.tensors.get("logits").into_iter().collect(),
+        Mode::Generate => c.keys.iter().filter(|n| parse_record_name(n).is_some_and(|(k, _)| k == ModuleKey::Model)).filter_map(|n| c.tensors.get(n)).collect(),
+    }
+}
+
+/// Both captures' per-token logits metrics (model-forward: their `logits`; generate: their
+/// `model` records), or `None` when the reference has none to compare.
+fn capture_logits(mode: Mode, reference: &Capture, target: &Capture) -> Result<Option<CompactLogits>, Box<dyn std::error::Error>> {
+    let (r, t) = (logits_of(mode, reference), logits_of(mode, target));
+    let Some(ids) = reference.tensors.get("input_ids").filter(|_| !r.is_empty()) else { return Ok(None) };
+    if t.len() != r.len() {
+        return Err(Box::new(BadInput(format!("the target has {} logits tensor(s) and the reference {}: a capture keeps `logits` (model-forward) or every `model` record (generate)", t.len(), r.len()))));
+    }
+    let tokens = layercheck::metrics::logits::case_tokens(mode, &r, &t, ids, DEFAULT_TOP_K).map_err(|e| BadInput(format!("logits: {e}")))?;
+    Ok(Some(CompactLogits { top_k: DEFAULT_TOP_K as u64, tokens }))
 }
 
 pub fn run(args: CompareArgs) -> ExitCode {

@@ -179,7 +179,8 @@ fn compare_logits(case: &CaseId, golden: &Capture, run: &TargetRun, ids: &Tensor
     if stopped {
         return None;
     }
-    let failed = |error: &str| Some(LogitsOutcome { top_k, tokens: Vec::new(), bounds: bounds.clone(), error: Some(error.to_string()) });
+    let steps = case.mode == Mode::Generate;
+    let failed = |error: &str| Some(LogitsOutcome { top_k, steps, tokens: Vec::new(), bounds: bounds.clone(), error: Some(error.to_string()) });
     let (reference, target): (Vec<&Tensor>, Vec<&Tensor>) = match case.mode {
         Mode::ModelForward => {
             let Some(target) = run.logits.as_ref() else {
@@ -201,7 +202,7 @@ fn compare_logits(case: &CaseId, golden: &Capture, run: &TargetRun, ids: &Tensor
         Ok(tokens) => (tokens, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
-    Some(LogitsOutcome { top_k, tokens, bounds, error })
+    Some(LogitsOutcome { top_k, steps, tokens, bounds, error })
 }
 
 /// One target record to judge: its tensor name, module key and output, or why it cannot be

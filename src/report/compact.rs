@@ -1,14 +1,15 @@
 //! [`CaseResults`] of a compact metrics file (`layercheck generate --format compact`): per layer
 //! and per prompt, the same quantities the harness judges, with verdicts when a thresholds file is
 //! given (chosen as the harness chooses them: per shape when the file has the case's shape, else
-//! the seed's pooled values, with a note).
+//! the seed's pooled values, with a note), and the logits verdict when the file has logits.
 
 use crate::formats::case::strip_iter;
 use crate::formats::compact::CompactFile;
 use crate::harness::matrix::Margins;
 use crate::harness::verdict::check;
 use crate::metrics::LayerSummary;
-use crate::thresholds::{bounds_for, BoundsOf, ThresholdsFile};
+use crate::thresholds::{bounds_for, logits_bounds_for, BoundsOf, ThresholdsFile};
+use layercheck_suite::logits::{LogitsOutcome, DEFAULT_FAILURE_RATE};
 
 use super::results::{CaseResults, LayerResults, RecordResult};
 
@@ -43,6 +44,15 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
             layer.records.push(RecordResult { observation, rel_l2: Some(s.rel_l2()), sqnr_db: Some(s.sqnr_db()), failures });
         }
     }
+    // The file's logits are judged when thresholds are given (as the suite's `::logits` test).
+    let logits = match (&file.logits, thresholds) {
+        (Some(l), Some((t, _))) => {
+            let (bounds, _) = logits_bounds_for(t, &t.model_id, DEFAULT_FAILURE_RATE);
+            let steps = file.metadata.get("mode").is_some_and(|m| m == "generate");
+            Some(LogitsOutcome { top_k: l.top_k as usize, steps, tokens: l.tokens.clone(), bounds, error: None })
+        }
+        _ => None,
+    };
     CaseResults {
         case: case.prefix(),
         source: format!("compact {source}"),
@@ -50,7 +60,7 @@ pub fn compact_results(file: &CompactFile, source: &str, thresholds: Option<(&Th
         setup_error: None,
         notes,
         attribution_unavailable: None,
-        logits: None,
+        logits,
         layers,
     }
 }

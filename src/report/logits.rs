@@ -5,7 +5,6 @@
 use super::markdown::sci;
 use super::results::CaseResults;
 use crate::harness::matrix::Margins;
-use crate::harness::test_name::CaseId;
 use layercheck_suite::message::top1_words;
 
 /// The section's lead sentence and bullet lines, or `None` when the case has no logits.
@@ -22,11 +21,7 @@ pub(super) fn logits_lines(results: &CaseResults) -> Option<(String, Vec<String>
         100.0 * logits.bounds.failure_rate,
         logits.top_k
     );
-    let case: Option<CaseId> = results.case.parse().ok();
-    let position = match case.as_ref().map(|c| c.mode) {
-        Some(crate::capture::Mode::Generate) => "step",
-        _ => "position",
-    };
+    let position = if logits.steps { "step" } else { "position" };
     let mut lines = Vec::new();
     if let Some(e) = &logits.error {
         lines.push(format!("not compared: {}", e.replace('\n', " ")));
@@ -36,9 +31,7 @@ pub(super) fn logits_lines(results: &CaseResults) -> Option<(String, Vec<String>
         let worst = q.worst_token.map_or(String::new(), |t| format!(" at prompt {} {position} {}", t.prompt, t.position));
         lines.push(format!("`{}`: threshold {th}, worst {}{worst}, {} token(s) past threshold + margin", q.quantity.name(), sci(q.worst), q.failing));
     }
-    if let Some(case) = &case {
-        lines.push(top1_words(logits, &v, case));
-    }
+    lines.push(top1_words(logits, &v));
     lines.push(format!("thresholds: {}{}", logits.bounds.source, margins_words(results.margins)));
     Some((lead, lines))
 }

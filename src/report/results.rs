@@ -339,6 +339,8 @@ struct HeaderJson {
 #[derive(Serialize, Deserialize)]
 struct LogitsJson {
     top_k: usize,
+    #[serde(default)]
+    steps: bool,
     ce: Option<f64>,
     diff_mean: Option<f64>,
     kl: Option<f64>,
@@ -354,6 +356,7 @@ impl LogitsJson {
         let b = &l.bounds;
         LogitsJson {
             top_k: l.top_k,
+            steps: l.steps,
             ce: b.ce.and_then(finite),
             diff_mean: b.diff_mean.and_then(finite),
             kl: b.kl.and_then(finite),
@@ -368,7 +371,7 @@ impl LogitsJson {
         let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
         let tokens = self.tokens.into_iter().map(|(prompt, position, ce, diff, kl, top1)| TokenLogits { prompt, position, ce: v(ce), diff_mean: v(diff), kl: v(kl), top1 }).collect();
         let bounds = LogitsBounds { ce: self.ce, diff_mean: self.diff_mean, kl: self.kl, failure_rate: self.failure_rate, source: self.source };
-        LogitsOutcome { top_k: self.top_k, tokens, bounds, error: self.error }
+        LogitsOutcome { top_k: self.top_k, steps: self.steps, tokens, bounds, error: self.error }
     }
 }
 

@@ -105,6 +105,9 @@ impl LogitsBounds {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogitsOutcome {
     pub top_k: usize,
+    /// Whether positions are decode steps (generate mode) rather than prompt positions.
+    #[serde(default)]
+    pub steps: bool,
     /// Per prompt, then position or step.
     pub tokens: Vec<TokenLogits>,
     pub bounds: LogitsBounds,
@@ -212,7 +215,7 @@ mod tests {
 
     fn outcome(tokens: Vec<TokenLogits>) -> LogitsOutcome {
         let bounds = LogitsBounds { ce: Some(2.0), diff_mean: Some(0.01), kl: None, failure_rate: 0.01, source: "test".into() };
-        LogitsOutcome { top_k: 20, tokens, bounds, error: None }
+        LogitsOutcome { top_k: 20, steps: false, tokens, bounds, error: None }
     }
 
     #[test]

@@ -118,35 +118,36 @@ pub fn logits_failure(name: &TestName, logits: &LogitsOutcome, margins: &Margins
     );
     for q in &v.quantities {
         let th = q.threshold.map_or("none".to_string(), |t| format!("{t:.6e}"));
-        let worst = q.worst_token.map_or(String::new(), |t| format!(" at prompt {} {} {}", t.prompt, position_word(&name.case), t.position));
+        let worst = q.worst_token.map_or(String::new(), |t| format!(" at prompt {} {} {}", t.prompt, position_word(logits), t.position));
         let _ = writeln!(m, "  {}: threshold {th}, {} token(s) past it + margin, worst {:.6e}{worst}", q.quantity.name(), q.failing, q.worst);
     }
-    let _ = writeln!(m, "  {}", top1_words(logits, &v, &name.case));
+    let _ = writeln!(m, "  {}", top1_words(logits, &v));
     let _ = writeln!(m, "  thresholds from {} (margins: rtol {}, atol {})", logits.bounds.source, margins.rtol, margins.atol);
     let _ = write!(m, "{}", commands(name));
     m
 }
 
-/// What a token's position means in a case: a position of the prompt or a decode step.
-fn position_word(case: &CaseId) -> &'static str {
-    match case.mode {
-        crate::mode::Mode::ModelForward => "position",
-        crate::mode::Mode::Generate => "step",
+/// What a token's position means: a decode step (generate mode) or a position of the prompt.
+fn position_word(logits: &LogitsOutcome) -> &'static str {
+    if logits.steps {
+        "step"
+    } else {
+        "position"
     }
 }
 
 /// Top-1 agreement in words: the share of tokens whose argmax is the reference's and, per
 /// prompt, where it first differs.
-pub fn top1_words(logits: &LogitsOutcome, v: &crate::logits::LogitsVerdict, case: &CaseId) -> String {
+pub fn top1_words(logits: &LogitsOutcome, v: &crate::logits::LogitsVerdict) -> String {
     let mut s = format!("top-1 agreement: {} of {} token(s)", v.top1_agreeing, v.tokens);
-    if case.mode == crate::mode::Mode::Generate {
+    if logits.steps {
         let steps: Vec<String> = logits.top1_by_position().iter().map(|(step, a, n)| format!("{step}: {a}/{n}")).collect();
         let _ = write!(s, " (per step {})", steps.join(", "));
     }
     if v.first_top1_difference.is_empty() {
         s.push_str("; the target would pick the reference's token everywhere");
     } else {
-        let firsts: Vec<String> = v.first_top1_difference.iter().map(|(p, at)| format!("prompt {p} at {} {at}", position_word(case))).collect();
+        let firsts: Vec<String> = v.first_top1_difference.iter().map(|(p, at)| format!("prompt {p} at {} {at}", position_word(logits))).collect();
         let _ = write!(s, "; the target would first pick another token: {}", firsts.join(", "));
     }
     s
@@ -234,7 +235,7 @@ mod tests {
         let name: TestName = "tiny-granite::cpu-bf16::gen::b1::s32::n4::logits".parse().unwrap();
         let tokens = (0..4).map(|i| TokenLogits { prompt: 0, position: i, ce: 2.9, diff_mean: if i == 2 { 0.004 } else { 0.0005 }, kl: 1e-4, top1: i < 3 }).collect();
         let bounds = LogitsBounds { ce: Some(2.99), diff_mean: Some(0.001), kl: Some(1e-3), failure_rate: 0.01, source: "thresholds/tiny-granite-thresholds.json".into() };
-        let logits = LogitsOutcome { top_k: 20, tokens, bounds, error: None };
+        let logits = LogitsOutcome { top_k: 20, steps: true, tokens, bounds, error: None };
         insta::assert_snapshot!(portable(logits_failure(&name, &logits, &Margins { rtol: 0.05, atol: 1e-6 }), &name));
     }
 
