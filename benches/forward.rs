@@ -1,8 +1,12 @@
 //! SmolLM2-135M forward time (cpu-f32) against PyTorch eager on the same machine, in one run.
 //! Opt-in: needs models/smollm2-135m-instruct (scripts/reference/convert_smollm2.py) and, for the
-//! ratio, a Python with torch and transformers (LAYERCHECK_PYTHON, default /work/venv/bin/python).
+//! ratio, a Python with torch and transformers (`LAYERCHECK_PYTHON`, e.g. `$(scripts/setup-python)`;
+//! the PyTorch side is skipped, saying how to set it, when it is unset).
 //!
 //! `cargo bench --bench forward [-- BATCH SEQ RUNS]` (default 1 64 20). Target: ratio <= 1.2.
+
+#[path = "common/python.rs"]
+mod python;
 
 use std::path::Path;
 use std::process::Command;
@@ -46,7 +50,10 @@ fn main() {
     let ours = median(times);
     println!("layercheck forward  b{batch} s{seq} cpu-f32: median {:.2} ms over {runs} runs ({} threads)", ours * 1e3, tch::get_num_threads());
 
-    let python = std::env::var("LAYERCHECK_PYTHON").unwrap_or_else(|_| "/work/venv/bin/python".into());
+    let python = match python::python_from_env("pytorch side") {
+        Ok(p) => p,
+        Err(why) => return println!("{why}"),
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/torch_forward.py");
     let out = Command::new(&python).arg(&script).arg(&dir).arg(batch.to_string()).arg(seq.to_string()).arg(runs.to_string()).output();
     match out {

@@ -6,9 +6,10 @@
 //! `cargo bench --bench generate [-- RUNS]` (default 3 runs of each side and format).
 //! Opt-in: returns at once without `--bench` (`cargo test --all-targets` runs bench binaries);
 //! skips when models/smollm2-135m-instruct is absent (scripts/reference/convert_smollm2.py).
-//! The Python side runs where it is installed: LAYERCHECK_PYTHON (default /work/venv/bin/python,
-//! torch + ibm-fms + transformers) and LAYERCHECK_AIU_PACKAGE (default /tmp/aiu-whl, the unpacked
-//! aiu-fms-testing-utils 0.9.0 wheel; scripts/reference/README.md says how); else it is skipped.
+//! The Python side runs where it is installed: `LAYERCHECK_PYTHON` (torch + ibm-fms + transformers,
+//! e.g. `$(scripts/setup-python)`) and `LAYERCHECK_AIU_PACKAGE` (the unpacked aiu-fms-testing-utils
+//! 0.9.0 wheel; scripts/reference/README.md says how); with either unset it is skipped, saying how
+//! to set it. No default path: nothing here assumes one machine's layout.
 //!
 //! What is timed: each side is a child process, from spawn to exit (model loads of both the f32
 //! reference and the f16 target, the forward(s), metrics, writing files), into a fresh output
@@ -29,6 +30,9 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+#[path = "common/python.rs"]
+mod python;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -171,19 +175,19 @@ fn main() {
     let ours = our_binary();
     assert!(ours.exists(), "{} is absent (cargo bench builds it)", ours.display());
 
-    let python = std::env::var("LAYERCHECK_PYTHON").unwrap_or_else(|_| "/work/venv/bin/python".into());
-    let aiu = std::env::var("LAYERCHECK_AIU_PACKAGE").unwrap_or_else(|_| "/tmp/aiu-whl".into());
     let script = root.join("scripts/bench/seed_generate.py");
-    let gen_script = Path::new(&aiu).join("aiu_fms_testing_utils/scripts/generate_layers_metrics.py");
-    let python_ok = if !Path::new(&python).exists() {
-        println!("python side skipped: {python} is absent (LAYERCHECK_PYTHON)");
-        false
-    } else if !gen_script.exists() {
-        println!("python side skipped: {} is absent (LAYERCHECK_AIU_PACKAGE; scripts/reference/README.md)", gen_script.display());
-        false
-    } else {
-        true
+    let (python, aiu) = match (python::python_from_env("python side"), python::aiu_package_from_env("python side")) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(why), _) | (_, Err(why)) => {
+            println!("{why}");
+            (String::new(), String::new())
+        }
     };
+    let gen_script = Path::new(&aiu).join("aiu_fms_testing_utils/scripts/generate_layers_metrics.py");
+    let python_ok = !python.is_empty() && gen_script.exists();
+    if !python.is_empty() && !python_ok {
+        println!("python side skipped: {} is absent (LAYERCHECK_AIU_PACKAGE; scripts/reference/README.md)", gen_script.display());
+    }
 
     let tmp = tempfile::Builder::new().prefix("layercheck-bench-generate-").tempdir().expect("temp dir");
     let config: serde_json::Value =
