@@ -78,8 +78,9 @@ fn compare_gives_per_layer_verdicts_the_first_failing_layer_and_a_report() {
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("model.base_model.layers1.attn.dense"), "{md}");
     // The fault reaches the logits, and the logits verdict says so (the report too).
-    assert!(out.contains("FAIL logits: 26 of 26 token(s) past a threshold"), "{out}");
-    assert!(md.contains("## Logits\n\n**fail**: 26 of 26 token(s)"), "{md}");
+    // (How many of the 26 tokens fail depends on the CPU's float16 kernels; that they fail does not.)
+    assert!(out.contains("FAIL logits: ") && out.contains(" of 26 token(s) past a threshold"), "{out}");
+    assert!(md.contains("## Logits\n\n**fail**: "), "{md}");
 
     // Without thresholds: metrics only, exit 0 even for the faulty dump.
     let o = layercheck(&["compare", "--reference", GOLDEN, "--target", faulty]);

@@ -344,6 +344,7 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
         metrics.push((spec.name.clone(), MetricThresholds::Layers(layers)));
     }
     let mut per_shape = shapes.finish(opts.percentile, &mut report);
+    per_shape.logits = logits.thresholds(opts.percentile);
     let estimate = match opts.false_failure_rate {
         Some(target) => {
             let (e, met) = choose_headroom(&by_prompt, opts.percentile, opts.margins, target);
@@ -359,10 +360,16 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
                 *t = t.widened(estimate.headroom);
             }
         }
+        // The logits thresholds are maxima over the baseline's tokens too, and a case fails at 1%
+        // of its tokens: one unseen token past them fails a case of fewer than 100. They get the
+        // same headroom (`diff_mean` and `kl`; `ce`, mostly the top-k entropy, is left as derived).
+        if let Some(l) = per_shape.logits.as_mut() {
+            l.diff_mean *= estimate.headroom;
+            l.kl *= estimate.headroom;
+        }
         per_shape.false_failures = Some(estimate.to_py_json());
         report.false_failures = Some(estimate);
     }
-    per_shape.logits = logits.thresholds(opts.percentile);
     report.logits_tokens = per_shape.logits.map_or(0, |l| l.tokens);
     Ok((ThresholdsFile { model_id: model, metrics, per_shape: Some(per_shape), other: Vec::new() }, report))
 }
