@@ -194,37 +194,85 @@ impl Capture {
     /// Module inputs by (key, forward call), when the capture has them: the k-th record of a key
     /// (in recorded order) belongs to call k.
     pub fn inputs_by_step(&self) -> HashMap<(ModuleKey, usize), Tensor> {
-        let mut seen: HashMap<ModuleKey, usize> = HashMap::new();
-        let mut out = HashMap::new();
-        for name in &self.keys {
-            let Some((key, _)) = parse_record_name(name) else { continue };
-            let step = seen.entry(key).or_insert(0);
-            if let Some(t) = self.tensors.get(&input_name(name)) {
-                out.insert((key, *step), t.shallow_clone());
-            }
-            *step += 1;
-        }
-        out
+        self.input_names_by_step().into_iter().filter_map(|(at, name)| Some((at, self.tensors.get(&name)?.shallow_clone()))).collect()
     }
 
     /// Reads a capture file, checking its format entry and that every listed key is present.
     pub fn read(path: &Path) -> Result<Self, CaptureError> {
         let file = TensorFile::read(path)?;
-        let format_err = |problem: String| CaptureError::Format { path: path.to_path_buf(), problem };
-        match file.metadata.get("format") {
-            Some(f) if f == FORMAT => {}
-            Some(f) => return Err(format_err(format!("its format is \"{f}\", this layercheck reads \"{FORMAT}\""))),
-            None => return Err(format_err("its metadata has no \"format\" entry".into())),
-        }
-        let keys: Vec<String> = file
-            .metadata
-            .get("keys")
-            .ok_or_else(|| format_err("its metadata has no \"keys\" entry".into()))
-            .and_then(|k| serde_json::from_str(k).map_err(|e| format_err(format!("its \"keys\" entry is not a JSON list of names ({e})"))))?;
+        let keys = listed_keys(path, &file.metadata)?;
         let tensors: HashMap<String, Tensor> = file.tensors.into_iter().collect();
-        if let Some(missing) = keys.iter().find(|k| !tensors.contains_key(*k)) {
-            return Err(format_err(format!("key {missing} is listed but has no tensor")));
-        }
+        check_listed(path, &keys, |k| tensors.contains_key(k))?;
         Ok(Capture { metadata: file.metadata, keys, tensors })
+    }
+}
+
+/// The output names a capture file's metadata lists, after checking its format entry.
+pub(crate) fn listed_keys(path: &Path, metadata: &HashMap<String, String>) -> Result<Vec<String>, CaptureError> {
+    let format_err = |problem: String| CaptureError::Format { path: path.to_path_buf(), problem };
+    match metadata.get("format") {
+        Some(f) if f == FORMAT => {}
+        Some(f) => return Err(format_err(format!("its format is \"{f}\", this layercheck reads \"{FORMAT}\""))),
+        None => return Err(format_err("its metadata has no \"format\" entry".into())),
+    }
+    metadata
+        .get("keys")
+        .ok_or_else(|| format_err("its metadata has no \"keys\" entry".into()))
+        .and_then(|k| serde_json::from_str(k).map_err(|e| format_err(format!("its \"keys\" entry is not a JSON list of names ({e})"))))
+}
+
+/// Checks that every listed output name has a tensor.
+pub(crate) fn check_listed(path: &Path, keys: &[String], has: impl Fn(&str) -> bool) -> Result<(), CaptureError> {
+    match keys.iter().find(|k| !has(k)) {
+        Some(missing) => Err(CaptureError::Format { path: path.to_path_buf(), problem: format!("key {missing} is listed but has no tensor") }),
+        None => Ok(()),
+    }
+}
+
+/// The records of a run, wherever they are kept: a [`Capture`] in memory, or a capture file read
+/// one tensor at a time ([`crate::capture_reader::CaptureReader`]).
+pub trait RecordSource {
+    /// The metadata entries (see the format above).
+    fn metadata(&self) -> &HashMap<String, String>;
+    /// Output names in recorded order.
+    fn keys(&self) -> &[String];
+    /// Whether there is a tensor called `name`.
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor called `name` (`None` when there is none), or why it cannot be read.
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>, String>;
+
+    /// The names of the module inputs by (key, forward call), when there are any: the k-th
+    /// record of a key (in recorded order) belongs to call k.
+    fn input_names_by_step(&self) -> HashMap<(ModuleKey, usize), String> {
+        let mut seen: HashMap<ModuleKey, usize> = HashMap::new();
+        let mut out = HashMap::new();
+        for name in self.keys() {
+            let Some((key, _)) = parse_record_name(name) else { continue };
+            let step = seen.entry(key).or_insert(0);
+            let input = input_name(name);
+            if self.contains(&input) {
+                out.insert((key, *step), input);
+            }
+            *step += 1;
+        }
+        out
+    }
+}
+
+impl RecordSource for Capture {
+    fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
+        Ok(self.tensors.get(name).map(Tensor::shallow_clone))
     }
 }

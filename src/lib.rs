@@ -11,6 +11,8 @@ pub mod target;
 pub mod inputs;
 pub mod tensor_file;
 pub mod capture;
+pub mod capture_reader;
+pub mod tensor_reader;
 pub mod run;
 pub mod harness;
 pub mod formats;

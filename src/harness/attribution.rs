@@ -7,11 +7,11 @@ use layercheck_suite::attribution::{all_introduced, classify};
 use super::matrix::TargetSpec;
 use super::outcome::LayerOutcome;
 use super::test_name::{CaseId, Feed};
-use crate::capture::Capture;
+use crate::capture::RecordSource;
 
 /// Classifies `layers`' failures with `rerun` (the target's judged layers for the isolated twin
 /// of `case`). Returns why they could not be classified, when they could not.
-pub fn attribute(case: &CaseId, target: &TargetSpec, golden: &Capture, layers: &mut [LayerOutcome], rerun: impl FnOnce(&CaseId) -> Result<Vec<LayerOutcome>, String>, fix: &str) -> Option<String> {
+pub fn attribute(case: &CaseId, target: &TargetSpec, golden: &dyn RecordSource, layers: &mut [LayerOutcome], rerun: impl FnOnce(&CaseId) -> Result<Vec<LayerOutcome>, String>, fix: &str) -> Option<String> {
     if layers.iter().all(LayerOutcome::passed) {
         return None;
     }
@@ -25,7 +25,7 @@ pub fn attribute(case: &CaseId, target: &TargetSpec, golden: &Capture, layers: &
             case.target
         ));
     }
-    if golden.inputs_by_step().is_empty() {
+    if golden.input_names_by_step().is_empty() {
         return Some(format!(
             "attribution unavailable: the reference has no module inputs, so the failing layers cannot be re-run on their golden inputs to tell introduced from inherited error\n(hint: set golden_inputs = true under [models.{}] in the matrix and run `{fix}`)",
             case.model

@@ -9,20 +9,20 @@ use tch::Tensor;
 
 use super::file_lock::{lock_path, FileLock};
 use super::golden::{GoldenStore, Provenance};
-use super::matrix::{Margins, Matrix, ModelEntry, ReferenceKind, TargetSpec};
-use super::location::ErrorLocation;
+use super::judge::{Judge, JudgingListener};
+use super::matrix::{Matrix, ModelEntry, ReferenceKind, TargetSpec};
 use super::outcome::{CaseOutcome, LayerOutcome};
-use super::target_listener::{Fault, TargetListener};
+use super::target_listener::{Fault, GoldenInputs, TargetListener};
 use super::test_name::{CaseId, Feed};
 use super::update::{regenerate_command, run_id, UpdateMode};
 use super::attribution::attribute;
-use super::verdict::check;
-use crate::capture::{parse_record_name, Capture, Mode, Recorder};
+use crate::capture::{parse_record_name, Capture, Mode, RecordSource, Recorder};
+use crate::capture_reader::CaptureReader;
 use crate::hooks::ModuleKey;
 use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
 use crate::model::{weights_sha256, AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
-use crate::runner::check::{check_capture, record_problem};
+use crate::runner::check::check_capture;
 use crate::runner::command::CommandRunner;
 use crate::runner::request::Request;
 use crate::runner::{capture_path, request_for};
@@ -97,48 +97,50 @@ fn evaluate_inner(
     // Thresholds before any model run, so that a missing or broken file costs none.
     let thresholds_path = matrix.resolve(&entry.thresholds);
     let thresholds = read_thresholds(&thresholds_path, &model_dir, case)?;
-    let golden = match (matrix.reference(case), update) {
+    // The reference: a golden file, opened and read one record at a time, or a live run held in
+    // memory (which a command target in the isolated feed reads from a temporary file, removed
+    // with the computation).
+    let mut live_file = None;
+    let golden: Box<dyn RecordSource> = match (matrix.reference(case), update) {
         (ReferenceKind::Live, _) => {
             notes.push("reference: cpu-f32 run live in this computation (reference = \"live\"), no golden file".into());
-            live_reference(case, &model_dir, entry, &batch, &spec)?
+            let live = live_reference(case, &model_dir, entry, &batch, &spec)?;
+            if let TargetSpec::Command { .. } = matrix.target(case) {
+                let dir = tempfile::Builder::new().prefix("layercheck-live-").tempdir().map_err(|e| format!("a temporary folder for the live reference: {e}"))?;
+                let path = dir.path().join("reference.safetensors");
+                live.write(&path).map_err(|e| e.to_string())?;
+                live_file = Some((dir, path));
+            }
+            Box::new(live)
         }
-        (ReferenceKind::Golden, UpdateMode::Update) => regenerate_golden(&store, case, &model_dir, entry, &batch, &spec, &provenance()?)?,
-        (ReferenceKind::Golden, UpdateMode::Verify) => store.load(case, &provenance()?, &fix).map_err(|e| e.to_string())?,
+        (ReferenceKind::Golden, UpdateMode::Update) => Box::new(regenerate_golden(&store, case, &model_dir, entry, &batch, &spec, &provenance()?)?),
+        (ReferenceKind::Golden, UpdateMode::Verify) => Box::new(store.load(case, &provenance()?, &fix).map_err(|e| e.to_string())?),
     };
-    // An external program reads the isolated feed's inputs from a file (the case's, or its
-    // attribution re-run's): a live reference's goes to a temporary one, removed with the
-    // computation.
-    let live_file = match (matrix.reference(case), matrix.target(case)) {
-        (ReferenceKind::Live, TargetSpec::Command { .. }) => {
-            let dir = tempfile::Builder::new().prefix("layercheck-live-").tempdir().map_err(|e| format!("a temporary folder for the live reference: {e}"))?;
-            let path = dir.path().join("reference.safetensors");
-            golden.write(&path).map_err(|e| e.to_string())?;
-            Some((dir, path))
-        }
-        _ => None,
-    };
+    let golden = golden.as_ref();
     let golden_path = live_file.as_ref().map_or_else(|| store.path(case), |(_, p)| p.clone());
 
     let (bounds, note) = bounds_for(&thresholds, &thresholds_path.display().to_string(), case.batch_size as u64, case.seq_len as u64);
     notes.push(note);
 
-    // The target's records for `case` (the case itself, or its isolated twin for attribution).
-    let records_for = |case: &CaseId, notes: &mut Vec<String>| -> SetupResult<TargetRun> {
+    // The target's run of `case` (the case itself, or its isolated twin for attribution), judged
+    // record by record as it is produced.
+    let run_for = |case: &CaseId, notes: &mut Vec<String>| -> SetupResult<TargetRun> {
+        let judge = Judge::new(golden, &bounds, &matrix.margins, &golden_path, &fix);
         Ok(match matrix.target(case) {
-            TargetSpec::Plain(t) => builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *t, None, &fix)?,
+            TargetSpec::Plain(t) => builtin_run(matrix, case, &model_dir, &store, golden, judge, &batch, &spec, stop_after, *t, None, &fix)?,
             TargetSpec::Fault { base, module, amplitude } => {
                 let fault = Fault { module: *module, amplitude: *amplitude };
-                builtin_records(matrix, case, &model_dir, &store, &golden, &batch, &spec, stop_after, *base, Some(fault), &fix)?
+                builtin_run(matrix, case, &model_dir, &store, golden, judge, &batch, &spec, stop_after, *base, Some(fault), &fix)?
             }
             TargetSpec::Command { argv, timeout_s } => {
-                let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
+                let request = request_for(case, &model_dir, &batch, spec.mask, golden, &golden_path)?;
                 let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
                 let capture = runner.run(&request).map_err(|e| format!("target {}: {e}", case.target))?;
                 check_capture(&capture, &request, &format!("the capture of target {}'s command", case.target)).map_err(|e| e.to_string())?;
                 if case.feed == Feed::Cumulative {
                     save_capture(&capture, case, notes)?;
                 }
-                external_run(capture, &request)?
+                external_run(capture, &request, judge)?
             }
             TargetSpec::Captures { dir } => {
                 if case.feed == Feed::Isolated {
@@ -148,32 +150,34 @@ fn evaluate_inner(
                 if !path.is_file() {
                     return Err(format!("target {}: no pre-recorded capture {} for this case\n(hint: record it on the device host, e.g. `python -m layercheck_fms --model-path ... --input-ids ... --out {}`, see README \"Testing your accelerator\")", case.target, path.display(), path.display()));
                 }
-                let request = request_for(case, &model_dir, &batch, spec.mask, &golden, &golden_path)?;
+                let request = request_for(case, &model_dir, &batch, spec.mask, golden, &golden_path)?;
                 let capture = Capture::read(&path).map_err(|e| e.to_string())?;
                 check_capture(&capture, &request, &path.display().to_string()).map_err(|e| e.to_string())?;
-                external_run(capture, &request)?
+                external_run(capture, &request, judge)?
             }
         })
     };
-    let run = records_for(case, notes)?;
-    *logits = compare_logits(case, &golden, &run, &ids, &thresholds, &thresholds_path, stop_after.is_some());
-    let mut layers = judge(run.records, &golden, &bounds, &matrix.margins, &golden_path, &fix);
-    let rerun = |iso: &CaseId| records_for(iso, &mut Vec::new()).map(|r| judge(r.records, &golden, &bounds, &matrix.margins, &golden_path, &fix));
-    *attribution_unavailable = attribute(case, matrix.target(case), &golden, &mut layers, rerun, &fix);
+    let run = run_for(case, notes)?;
+    *logits = compare_logits(case, golden, &run, &ids, &thresholds, &thresholds_path, stop_after.is_some());
+    let mut layers = run.layers;
+    let rerun = |iso: &CaseId| run_for(iso, &mut Vec::new()).map(|r| r.layers);
+    *attribution_unavailable = attribute(case, matrix.target(case), golden, &mut layers, rerun, &fix);
     Ok(layers)
 }
 
-/// What a target run gave: its records and, in model-forward mode, its final logits (absent
-/// when the forward was stopped early).
+/// What a target run gave: its judged layers, its `model` records (generate mode's logits, one
+/// per step) and, in model-forward mode, its final logits (absent when the forward was stopped
+/// early).
 struct TargetRun {
-    records: Vec<TargetRecord>,
+    layers: Vec<LayerOutcome>,
+    model_records: Vec<Tensor>,
     logits: Option<Tensor>,
 }
 
 /// The case's logits compared token by token (the `::logits` test), or `None` when the forward
 /// was stopped before them. Model-forward: the final `logits`; generate: the `model` records,
 /// one per step.
-fn compare_logits(case: &CaseId, golden: &Capture, run: &TargetRun, ids: &Tensor, thresholds: &ThresholdsFile, thresholds_path: &Path, stopped: bool) -> Option<LogitsOutcome> {
+fn compare_logits(case: &CaseId, golden: &dyn RecordSource, run: &TargetRun, ids: &Tensor, thresholds: &ThresholdsFile, thresholds_path: &Path, stopped: bool) -> Option<LogitsOutcome> {
     let (bounds, top_k) = logits_bounds_for(thresholds, &thresholds_path.display().to_string(), DEFAULT_FAILURE_RATE);
     let top_k = top_k.map_or(DEFAULT_TOP_K, |k| k as usize);
     if stopped {
@@ -181,23 +185,32 @@ fn compare_logits(case: &CaseId, golden: &Capture, run: &TargetRun, ids: &Tensor
     }
     let steps = case.mode == Mode::Generate;
     let failed = |error: &str| Some(LogitsOutcome { top_k, steps, tokens: Vec::new(), bounds: bounds.clone(), error: Some(error.to_string()) });
-    let (reference, target): (Vec<&Tensor>, Vec<&Tensor>) = match case.mode {
+    let (reference, target): (Vec<Tensor>, Vec<&Tensor>) = match case.mode {
         Mode::ModelForward => {
             let Some(target) = run.logits.as_ref() else {
                 return failed("the target's run has no logits (a capture must hold the tensor `logits` in model-forward mode, see src/capture.rs)");
             };
-            let Some(reference) = golden.tensors.get("logits") else {
-                return failed("the golden file has no logits (hint: regenerate it, see README \"Golden files\")");
+            let reference = match golden.tensor("logits") {
+                Ok(Some(r)) => r,
+                Ok(None) => return failed("the golden file has no logits (hint: regenerate it, see README \"Golden files\")"),
+                Err(e) => return failed(&format!("the golden file's logits cannot be read: {e}")),
             };
             (vec![reference], vec![target])
         }
         Mode::Generate => {
             let is_model = |name: &str| parse_record_name(name).is_some_and(|(k, _)| k == ModuleKey::Model);
-            let reference = golden.keys.iter().filter(|n| is_model(n)).filter_map(|n| golden.tensors.get(n)).collect();
-            let target: Vec<&Tensor> = run.records.iter().filter(|(n, _, _)| is_model(n)).filter_map(|(_, _, t)| t.as_ref().ok()).collect();
-            (reference, target)
+            let mut reference = Vec::new();
+            for name in golden.keys().iter().filter(|n| is_model(n)) {
+                match golden.tensor(name) {
+                    Ok(Some(r)) => reference.push(r),
+                    Ok(None) => {}
+                    Err(e) => return failed(&format!("the golden file's record {name} cannot be read: {e}")),
+                }
+            }
+            (reference, run.model_records.iter().collect())
         }
     };
+    let reference: Vec<&Tensor> = reference.iter().collect();
     let (tokens, error) = match crate::metrics::logits::case_tokens(case.mode, &reference, &target, ids, top_k) {
         Ok(tokens) => (tokens, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
@@ -205,18 +218,16 @@ fn compare_logits(case: &CaseId, golden: &Capture, run: &TargetRun, ids: &Tensor
     Some(LogitsOutcome { top_k, steps, tokens, bounds, error })
 }
 
-/// One target record to judge: its tensor name, module key and output, or why it cannot be
-/// compared.
-type TargetRecord = (String, ModuleKey, Result<Tensor, String>);
-
-/// Runs the builtin target (tch decoders in this process), with the case's feed and fault.
+/// Runs the builtin target (tch decoders in this process), with the case's feed and fault, each
+/// record judged as it is produced.
 #[allow(clippy::too_many_arguments)]
-fn builtin_records(
+fn builtin_run(
     matrix: &Matrix,
     case: &CaseId,
     model_dir: &Path,
     store: &GoldenStore,
-    golden: &Capture,
+    golden: &dyn RecordSource,
+    judge: Judge<'_>,
     batch: &TokenBatch,
     spec: &RunSpec,
     stop_after: Option<ModuleKey>,
@@ -226,17 +237,13 @@ fn builtin_records(
 ) -> SetupResult<TargetRun> {
     let golden_inputs = match case.feed {
         Feed::Cumulative => None,
-        Feed::Isolated => {
-            let inputs = golden.inputs_by_step();
-            if inputs.is_empty() {
-                return Err(format!(
-                    "isolated feeding needs module inputs in the golden file {}, and it has none\n(hint: set golden_inputs = true under [models.{}] in the matrix and run `{fix}`)",
-                    store.path(case).display(),
-                    case.model
-                ));
-            }
-            Some(inputs)
-        }
+        Feed::Isolated => Some(GoldenInputs::of(golden).ok_or_else(|| {
+            format!(
+                "isolated feeding needs module inputs in the golden file {}, and it has none\n(hint: set golden_inputs = true under [models.{}] in the matrix and run `{fix}`)",
+                store.path(case).display(),
+                case.model
+            )
+        })?),
     };
     let model = DecoderModel::load(model_dir, base).map_err(|e| e.to_string())?;
     let keys = ModuleKey::forward_order(model.config.num_layers, case.mode == Mode::Generate);
@@ -245,14 +252,22 @@ fn builtin_records(
         Some(last) => Recorder::only(keys.clone(), Some(last)),
         None => Recorder::all(),
     };
-    let forced = golden.tensors.get("output_ids").map(|all| all.narrow(1, case.seq_len as i64, spec.max_new_tokens as i64));
-    if case.mode == Mode::Generate && forced.is_none() {
-        return Err(format!("golden file {} has no output_ids for generate mode\n(hint: `{fix}`)", store.path(case).display()));
-    }
-    let mut listener = TargetListener::new(recorder, golden_inputs, fault);
+    let forced = match case.mode {
+        Mode::ModelForward => None,
+        Mode::Generate => {
+            let all = golden.tensor("output_ids").map_err(|e| format!("golden file {}: {e}", store.path(case).display()))?;
+            let all = all.ok_or_else(|| format!("golden file {} has no output_ids for generate mode\n(hint: `{fix}`)", store.path(case).display()))?;
+            Some(all.narrow(1, case.seq_len as i64, spec.max_new_tokens as i64))
+        }
+    };
+    let mut listener = JudgingListener { target: TargetListener::new(recorder, golden_inputs, fault), judge };
     let extra = run::execute(&model, batch, spec, forced.as_ref(), &mut listener).map_err(|e| e.to_string())?;
+    if let Some(e) = listener.target.input_error() {
+        return Err(format!("the isolated feed could not be fed: {e}\n(hint: `{fix}`)"));
+    }
     let logits = extra.into_iter().find(|(name, _)| name == "logits").map(|(_, t)| t);
-    Ok(TargetRun { records: listener.recorder.records.into_iter().map(|r| (r.name, r.key, Ok(r.output))).collect(), logits })
+    let (layers, model_records) = listener.judge.finish();
+    Ok(TargetRun { layers, model_records, logits })
 }
 
 /// With `LAYERCHECK_SAVE_CAPTURES=DIR`, keeps a command target's checked capture in `DIR` in the
@@ -273,84 +288,19 @@ fn save_capture(capture: &Capture, case: &CaseId, notes: &mut Vec<String>) -> Se
 /// The variable that names where command targets' captures are kept.
 pub const SAVE_CAPTURES_VAR: &str = "LAYERCHECK_SAVE_CAPTURES";
 
-/// The records of an external runner's capture (checked against `request` already), in the
-/// reference's order, and its final logits (model-forward).
-fn external_run(mut capture: Capture, request: &Request) -> SetupResult<TargetRun> {
+/// An external runner's capture (checked against `request` already) judged record by record, in
+/// the reference's order, each record dropped once judged; and its final logits (model-forward).
+fn external_run(mut capture: Capture, request: &Request, mut judge: Judge<'_>) -> SetupResult<TargetRun> {
     let logits = capture.tensors.remove("logits");
-    Ok(TargetRun { records: external_records(capture, request)?, logits })
-}
-
-/// The records of an external runner's capture, in the reference's order.
-fn external_records(mut capture: Capture, request: &Request) -> SetupResult<Vec<TargetRecord>> {
-    let mut records = Vec::with_capacity(request.keys.len());
     for name in &request.keys {
         let Some((key, _)) = parse_record_name(name) else {
             return Err(format!("the golden file lists a record {name} that is not a module key"));
         };
         let tensor = capture.tensors.remove(name).ok_or_else(|| format!("the capture has no record {name}"));
-        records.push((name.clone(), key, tensor));
+        judge.push(name, key, tensor);
     }
-    Ok(records)
-}
-
-/// Compares each target record with its golden record and judges it against the bounds.
-fn judge(records: Vec<TargetRecord>, golden: &Capture, bounds: &dyn Fn(&str) -> crate::harness::verdict::Bounds, margins: &Margins, golden_path: &Path, fix: &str) -> Vec<LayerOutcome> {
-    let mut by_key: Vec<LayerOutcome> = Vec::new();
-    // Records compared so far, per entry of `by_key`.
-    let mut calls: Vec<usize> = Vec::new();
-    for (name, key, output) in records {
-        let key = key.to_string();
-        let i = match by_key.iter().position(|l| l.key == key) {
-            Some(i) => i,
-            None => {
-                by_key.push(LayerOutcome { bounds: bounds(&key), key, observations: Vec::new(), failures: Vec::new(), error: None, attribution: None, location: None });
-                calls.push(0);
-                by_key.len() - 1
-            }
-        };
-        let layer = &mut by_key[i];
-        let Some(reference) = golden.tensors.get(&name) else {
-            layer.error = Some(format!("the golden file {} has no record {name}\n(hint: `{fix}`)", golden_path.display()));
-            continue;
-        };
-        let output = match output {
-            Ok(o) => o,
-            Err(e) => {
-                layer.error = Some(format!("record {name}: {e}"));
-                continue;
-            }
-        };
-        if let Some(problem) = record_problem(reference, &output) {
-            layer.error = Some(format!("record {name}: {problem}"));
-            continue;
-        }
-        let comparison = match crate::metrics::compare(reference, &output) {
-            Ok(c) => c,
-            Err(e) => {
-                layer.error = Some(format!("record {name}: {e}"));
-                continue;
-            }
-        };
-        // Where the error sits is an aid to reading a verdict, not part of it: a record whose
-        // sums cannot be computed keeps its verdict and only has no location.
-        // Decode steps (generate mode) continue the sequence: step k's row is at the prompt's
-        // length plus k - 1, after the rows seen so far.
-        if let Ok(sums) = crate::metrics::error_sums(&comparison.abs_diff) {
-            let location = layer.location.get_or_insert_with(ErrorLocation::empty);
-            let first = if calls[i] == 0 { 0 } else { location.token_sq.len() };
-            location.add_at(&name, first, &sums.per_token, &sums.per_channel);
-        }
-        calls[i] += 1;
-        for (item, s) in comparison.items.iter().enumerate() {
-            let obs = s.observation(&name, item);
-            let index = layer.observations.len();
-            for f in check(&obs, &layer.bounds, margins) {
-                layer.failures.push((index, f));
-            }
-            layer.observations.push(obs);
-        }
-    }
-    by_key
+    let (layers, model_records) = judge.finish();
+    Ok(TargetRun { layers, model_records, logits })
 }
 
 /// The cpu-f32 reference of a case run here and now (`reference = "live"`), with every module's
@@ -364,7 +314,7 @@ fn live_reference(case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &T
 /// Runs the reference and writes the golden file, once per update run (several cases share a
 /// golden file, and the processes of a run compute them in parallel): under a lock, beside which
 /// a stamp (outside the repository) names the run that last wrote the file.
-fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &TokenBatch, spec: &RunSpec, provenance: &Provenance) -> SetupResult<Capture> {
+fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &TokenBatch, spec: &RunSpec, provenance: &Provenance) -> SetupResult<CaptureReader> {
     let path = store.path(case);
     let lock = lock_path(&path);
     let _lock = FileLock::acquire(&lock)?;

@@ -19,7 +19,8 @@ use tch::Tensor;
 
 use super::test_name::CaseId;
 pub use super::update::{UpdateMode, UPDATE_VAR};
-use crate::capture::{Capture, CaptureError, Mode};
+use crate::capture::{Capture, CaptureError, Mode, RecordSource};
+use crate::capture_reader::CaptureReader;
 
 /// What a golden file must have been made from to be current.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,16 +89,17 @@ impl GoldenStore {
         self.dir.join(&case.model).join(format!("{name}.safetensors"))
     }
 
-    /// Loads the golden of `case`, failing as missing, unreadable or stale against `expected`.
-    pub fn load(&self, case: &CaseId, expected: &Provenance, fix: &str) -> Result<Capture, GoldenError> {
+    /// Opens the golden of `case`, failing as missing, unreadable, corrupt or stale against
+    /// `expected`. Its tensors are read when asked for: the checksum is taken one tensor at a time.
+    pub fn load(&self, case: &CaseId, expected: &Provenance, fix: &str) -> Result<CaptureReader, GoldenError> {
         let path = self.path(case);
         if !path.exists() {
             return Err(GoldenError::Missing { path, fix: fix.to_string() });
         }
-        let capture = Capture::read(&path).map_err(|source| GoldenError::Unreadable { path: path.clone(), source, fix: fix.to_string() })?;
-        let meta = |k: &str| capture.metadata.get(k).cloned().unwrap_or_else(|| "(none)".into());
+        let capture = CaptureReader::open(&path).map_err(|source| GoldenError::Unreadable { path: path.clone(), source, fix: fix.to_string() })?;
+        let meta = |k: &str| capture.metadata().get(k).cloned().unwrap_or_else(|| "(none)".into());
         let corrupt = |problem: String| GoldenError::Corrupt { path: path.clone(), problem, fix: fix.to_string() };
-        let Some(recorded) = capture.metadata.get(TENSORS_SHA256) else {
+        let Some(recorded) = capture.metadata().get(TENSORS_SHA256) else {
             return Err(corrupt(format!("its metadata has no \"{TENSORS_SHA256}\", so its data cannot be verified (made by an older layercheck?)")));
         };
         let actual = capture.tensors_sha256().map_err(|e| corrupt(format!("its tensors cannot be read: {e}")))?;

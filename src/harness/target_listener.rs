@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use tch::{Kind, Tensor};
 
-use crate::capture::Recorder;
+use crate::capture::{RecordSource, Recorder};
 use crate::hooks::{Listener, ModuleKey};
 
 /// A deterministic perturbation of one module's output: `amplitude * rms(output) * sin(i)` over
@@ -27,21 +27,44 @@ impl Fault {
     }
 }
 
-/// Records a target run, with optional golden inputs and an optional fault.
-pub struct TargetListener {
-    pub recorder: Recorder,
-    /// Golden module inputs by (key, forward call), for isolated feeding.
-    golden_inputs: Option<HashMap<(ModuleKey, usize), Tensor>>,
-    fault: Option<Fault>,
+/// The golden inputs of the isolated feed: each module's, read from the reference when the
+/// module is about to run (a golden file is read one tensor at a time, never whole).
+pub struct GoldenInputs<'a> {
+    source: &'a dyn RecordSource,
+    /// Input tensor names by (key, forward call).
+    names: HashMap<(ModuleKey, usize), String>,
 }
 
-impl TargetListener {
-    pub fn new(recorder: Recorder, golden_inputs: Option<HashMap<(ModuleKey, usize), Tensor>>, fault: Option<Fault>) -> Self {
-        TargetListener { recorder, golden_inputs, fault }
+impl<'a> GoldenInputs<'a> {
+    /// The inputs `source` holds, or `None` when it holds none.
+    pub fn of(source: &'a dyn RecordSource) -> Option<Self> {
+        let names = source.input_names_by_step();
+        (!names.is_empty()).then_some(GoldenInputs { source, names })
     }
 }
 
-impl Listener for TargetListener {
+/// Records a target run, with optional golden inputs and an optional fault.
+pub struct TargetListener<'a> {
+    pub recorder: Recorder,
+    golden_inputs: Option<GoldenInputs<'a>>,
+    fault: Option<Fault>,
+    /// The first golden input that could not be read: the run is then not the isolated feed it
+    /// claims to be, and [`TargetListener::input_error`] says so.
+    input_error: Option<String>,
+}
+
+impl<'a> TargetListener<'a> {
+    pub fn new(recorder: Recorder, golden_inputs: Option<GoldenInputs<'a>>, fault: Option<Fault>) -> Self {
+        TargetListener { recorder, golden_inputs, fault, input_error: None }
+    }
+
+    /// Why a golden input could not be fed, if one could not.
+    pub fn input_error(&self) -> Option<&str> {
+        self.input_error.as_deref()
+    }
+}
+
+impl Listener for TargetListener<'_> {
     fn begin_step(&mut self, step: usize) {
         self.recorder.begin_step(step);
     }
@@ -56,14 +79,25 @@ impl Listener for TargetListener {
             return None;
         }
         let golden = self.golden_inputs.as_ref()?;
-        golden.get(&(key, self.recorder.step())).map(Tensor::shallow_clone)
+        let name = golden.names.get(&(key, self.recorder.step()))?;
+        match golden.source.tensor(name) {
+            Ok(t) => t,
+            Err(e) => {
+                self.input_error.get_or_insert_with(|| format!("golden input {name}: {e}"));
+                None
+            }
+        }
     }
 
     fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()> {
         if let Some(fault) = self.fault.filter(|f| f.module == key) {
             *output = fault.apply(output);
         }
-        self.recorder.on_output(key, input, output)
+        let flow = self.recorder.on_output(key, input, output);
+        if self.input_error.is_some() {
+            return ControlFlow::Break(());
+        }
+        flow
     }
 }
 

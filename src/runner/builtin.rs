@@ -6,7 +6,8 @@ use tch::Tensor;
 
 use super::request::{Request, RequestKinds};
 use crate::capture::{Capture, CaptureError, Recorder};
-use crate::harness::target_listener::{Fault, TargetListener};
+use crate::capture_reader::CaptureReader;
+use crate::harness::target_listener::{Fault, GoldenInputs, TargetListener};
 use crate::harness::test_name::Feed;
 use crate::inputs::TokenBatch;
 use crate::model::{DecoderModel, ModelError};
@@ -26,20 +27,20 @@ pub enum BuiltinError {
     NoSuchModule(String),
     #[error("the golden file {0} has no module inputs, which the isolated feed needs\n(hint: set golden_inputs = true for the model in the matrix and regenerate its golden files)")]
     NoInputs(String),
+    #[error("the isolated feed could not be fed: {0}\n(hint: the golden file named in the request may be damaged; regenerate it)")]
+    GoldenInput(String),
 }
 
 /// Runs `request` on `target` (with `fault`, if any) and returns the capture.
 pub fn answer(request: &Request, kinds: RequestKinds, target: Target, fault: Option<Fault>) -> Result<Capture, BuiltinError> {
     let batch = TokenBatch::from_rows(request.input_ids.clone()).map_err(BuiltinError::Inputs)?;
-    let golden_inputs = match (kinds.feed, &request.golden) {
-        (Feed::Isolated, Some(path)) => {
-            let inputs = Capture::read(path)?.inputs_by_step();
-            if inputs.is_empty() {
-                return Err(BuiltinError::NoInputs(path.display().to_string()));
-            }
-            Some(inputs)
-        }
+    let golden = match (kinds.feed, &request.golden) {
+        (Feed::Isolated, Some(path)) => Some((CaptureReader::open(path)?, path)),
         _ => None,
+    };
+    let golden_inputs = match &golden {
+        Some((reader, path)) => Some(GoldenInputs::of(reader).ok_or_else(|| BuiltinError::NoInputs(path.display().to_string()))?),
+        None => None,
     };
     let model = DecoderModel::load(&request.model_path, target)?;
     let spec = RunSpec { mode: kinds.mode, max_new_tokens: request.max_new_tokens, mask: kinds.mask };
@@ -50,6 +51,9 @@ pub fn answer(request: &Request, kinds: RequestKinds, target: Target, fault: Opt
     let recorder = if request.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
     let extra = run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener)?;
+    if let Some(e) = listener.input_error() {
+        return Err(BuiltinError::GoldenInput(e.to_string()));
+    }
     if let Some(f) = fault.filter(|f| !listener.recorder.records.iter().any(|r| r.key == f.module)) {
         return Err(BuiltinError::NoSuchModule(f.module.to_string()));
     }

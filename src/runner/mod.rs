@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Kind;
 
-use crate::capture::{Capture, Mode};
+use crate::capture::{Mode, RecordSource};
 use crate::harness::golden::GoldenStore;
 use crate::harness::test_name::{CaseId, Feed};
 use crate::inputs::TokenBatch;
@@ -21,11 +21,12 @@ use request::{Request, REQUEST_FORMAT};
 
 /// The request for `case`'s target run: its inputs and attention mask, the golden's new tokens (generate mode) and
 /// record names, and for the isolated feed the golden file itself.
-pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, mask: AttentionMask, golden: &Capture, golden_path: &Path) -> Result<Request, String> {
+pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, mask: AttentionMask, golden: &dyn RecordSource, golden_path: &Path) -> Result<Request, String> {
     let forced_ids = match case.mode {
         Mode::ModelForward => None,
         Mode::Generate => {
-            let all = golden.tensors.get("output_ids").ok_or_else(|| format!("golden file {} has no output_ids for generate mode", golden_path.display()))?;
+            let all = golden.tensor("output_ids").map_err(|e| format!("golden file {}: {e}", golden_path.display()))?;
+            let all = all.ok_or_else(|| format!("golden file {} has no output_ids for generate mode", golden_path.display()))?;
             let t = case.max_new_tokens.unwrap_or(0) as i64;
             let new = all.narrow(1, case.seq_len as i64, t).to_kind(Kind::Int64);
             let flat: Vec<i64> = Vec::<i64>::try_from(new.flatten(0, -1)).map_err(|e| e.to_string())?;
@@ -50,7 +51,7 @@ pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, mask: At
         }
         .into(),
         golden: (case.feed == Feed::Isolated).then_some(golden_abs),
-        keys: golden.keys.clone(),
+        keys: golden.keys().to_vec(),
         capture_inputs: false,
     })
 }

@@ -1,0 +1,137 @@
+//! Judges a target run as it is produced: each record is compared with its reference record
+//! (read from the reference only then) and checked against the bounds, and only the comparison's
+//! numbers are kept. The target's `model` records (generate mode's logits, one per step) are kept
+//! for the logits test; every other output is dropped once judged.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use tch::Tensor;
+
+use super::location::ErrorLocation;
+use super::matrix::Margins;
+use super::outcome::LayerOutcome;
+use super::target_listener::TargetListener;
+use super::verdict::{check, Bounds};
+use crate::capture::RecordSource;
+use crate::hooks::{Listener, ModuleKey};
+use crate::runner::check::record_problem;
+
+/// The per-layer outcomes of one target run, built record by record.
+pub struct Judge<'a> {
+    reference: &'a dyn RecordSource,
+    bounds: &'a dyn Fn(&str) -> Bounds,
+    margins: &'a Margins,
+    /// Where the reference is, and how to remake it, for messages.
+    reference_path: &'a Path,
+    fix: &'a str,
+    layers: Vec<LayerOutcome>,
+    /// Records compared so far, per entry of `layers`.
+    calls: Vec<usize>,
+    model_records: Vec<Tensor>,
+}
+
+impl<'a> Judge<'a> {
+    pub fn new(reference: &'a dyn RecordSource, bounds: &'a dyn Fn(&str) -> Bounds, margins: &'a Margins, reference_path: &'a Path, fix: &'a str) -> Self {
+        Judge { reference, bounds, margins, reference_path, fix, layers: Vec::new(), calls: Vec::new(), model_records: Vec::new() }
+    }
+
+    /// Compares the target's record `name` (module `key`) with the reference's and judges it.
+    pub fn push(&mut self, name: &str, key: ModuleKey, output: Result<Tensor, String>) {
+        if key == ModuleKey::Model {
+            if let Ok(t) = &output {
+                self.model_records.push(t.shallow_clone());
+            }
+        }
+        let key_name = key.to_string();
+        let i = match self.layers.iter().position(|l| l.key == key_name) {
+            Some(i) => i,
+            None => {
+                self.layers.push(LayerOutcome { bounds: (self.bounds)(&key_name), key: key_name, observations: Vec::new(), failures: Vec::new(), error: None, attribution: None, location: None });
+                self.calls.push(0);
+                self.layers.len() - 1
+            }
+        };
+        let layer = &mut self.layers[i];
+        let reference = match self.reference.tensor(name) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                layer.error = Some(format!("the golden file {} has no record {name}\n(hint: `{}`)", self.reference_path.display(), self.fix));
+                return;
+            }
+            Err(e) => {
+                layer.error = Some(format!("the golden file's record {name} cannot be read: {e}\n(hint: `{}`)", self.fix));
+                return;
+            }
+        };
+        let output = match output {
+            Ok(o) => o,
+            Err(e) => {
+                layer.error = Some(format!("record {name}: {e}"));
+                return;
+            }
+        };
+        if let Some(problem) = record_problem(&reference, &output) {
+            layer.error = Some(format!("record {name}: {problem}"));
+            return;
+        }
+        let comparison = match crate::metrics::compare(&reference, &output) {
+            Ok(c) => c,
+            Err(e) => {
+                layer.error = Some(format!("record {name}: {e}"));
+                return;
+            }
+        };
+        // Where the error sits is an aid to reading a verdict, not part of it: a record whose
+        // sums cannot be computed keeps its verdict and only has no location.
+        // Decode steps (generate mode) continue the sequence: step k's row is at the prompt's
+        // length plus k - 1, after the rows seen so far.
+        if let Ok(sums) = crate::metrics::error_sums(&comparison.abs_diff) {
+            let location = layer.location.get_or_insert_with(ErrorLocation::empty);
+            let first = if self.calls[i] == 0 { 0 } else { location.token_sq.len() };
+            location.add_at(name, first, &sums.per_token, &sums.per_channel);
+        }
+        self.calls[i] += 1;
+        for (item, s) in comparison.items.iter().enumerate() {
+            let obs = s.observation(name, item);
+            let index = layer.observations.len();
+            for f in check(&obs, &layer.bounds, self.margins) {
+                layer.failures.push((index, f));
+            }
+            layer.observations.push(obs);
+        }
+    }
+
+    /// The layers judged, in the order first seen, and the target's `model` records.
+    pub fn finish(self) -> (Vec<LayerOutcome>, Vec<Tensor>) {
+        (self.layers, self.model_records)
+    }
+}
+
+/// A [`TargetListener`] whose records are judged as they are produced, then dropped.
+pub struct JudgingListener<'a> {
+    pub target: TargetListener<'a>,
+    pub judge: Judge<'a>,
+}
+
+impl Listener for JudgingListener<'_> {
+    fn begin_step(&mut self, step: usize) {
+        self.target.begin_step(step);
+    }
+
+    fn wants_input(&self, key: ModuleKey) -> bool {
+        self.target.wants_input(key)
+    }
+
+    fn replace_input(&mut self, key: ModuleKey) -> Option<Tensor> {
+        self.target.replace_input(key)
+    }
+
+    fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()> {
+        let flow = self.target.on_output(key, input, output);
+        for record in self.target.recorder.records.drain(..) {
+            self.judge.push(&record.name, record.key, Ok(record.output));
+        }
+        flow
+    }
+}

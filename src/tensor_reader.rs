@@ -1,0 +1,170 @@
+//! A safetensors file read one tensor at a time: the header is parsed and checked when the file is
+//! opened (through a read-only map of the file, of which only the header's pages are touched),
+//! and each tensor's bytes are read when asked for, by a positioned read into memory the tensor
+//! owns. A golden file of several gigabytes costs, at any moment, only the tensors in use.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
+use tch::{Kind, Tensor};
+
+use crate::tensor_file::{kind_of, TensorFileError};
+
+/// Where one tensor lies in the file.
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: Kind,
+    shape: Vec<i64>,
+    /// Byte range in the file (absolute).
+    start: u64,
+    end: u64,
+}
+
+/// An open safetensors file whose tensors are read on demand.
+pub struct TensorReader {
+    path: PathBuf,
+    file: File,
+    pub metadata: HashMap<String, String>,
+    entries: HashMap<String, Entry>,
+}
+
+impl TensorReader {
+    /// Opens `path` and checks its header (dtypes, shapes, offsets against the file's length).
+    pub fn open(path: &Path) -> Result<Self, TensorFileError> {
+        let io = |source| TensorFileError::Io { path: path.to_path_buf(), source };
+        let corrupt = |problem: String| TensorFileError::Corrupt { path: path.to_path_buf(), problem };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only and lives only in this function; a file changed by another
+        // process meanwhile is read as whatever it holds, which the checks below or the data
+        // checksum of a golden file then report.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        crate::formats::safetensors_offsets::check_data_offsets(&map).map_err(corrupt)?;
+        let (header_len, header) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(e.to_string()))?;
+        let data_start = 8 + header_len as u64;
+        let mut entries = HashMap::new();
+        for (name, info) in header.tensors() {
+            let kind = kind_of(info.dtype).ok_or_else(|| TensorFileError::Dtype { path: path.to_path_buf(), name: name.clone(), dtype: format!("{:?}", info.dtype) })?;
+            let shape: Vec<i64> = info
+                .shape
+                .iter()
+                .map(|&d| i64::try_from(d))
+                .collect::<Result<_, _>>()
+                .map_err(|_| corrupt(format!("tensor {name} has shape {:?}, a dimension beyond {}", info.shape, i64::MAX)))?;
+            let (begin, end) = info.data_offsets;
+            entries.insert(name, Entry { kind, shape, start: data_start + begin as u64, end: data_start + end as u64 });
+        }
+        let metadata = header.metadata().clone().unwrap_or_default();
+        Ok(TensorReader { path: path.to_path_buf(), file, metadata, entries })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file has a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The names of the file's tensors, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Reads the tensor called `name` onto the CPU (`None` when the file has none).
+    pub fn read(&self, name: &str) -> Result<Option<Tensor>, TensorFileError> {
+        let Some(entry) = self.entries.get(name) else { return Ok(None) };
+        let bytes = self.bytes(entry)?;
+        Tensor::f_from_data_size(&bytes, &entry.shape, entry.kind)
+            .map(Some)
+            .map_err(|e| TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: {e}") })
+    }
+
+    fn bytes(&self, entry: &Entry) -> Result<Vec<u8>, TensorFileError> {
+        let mut bytes = vec![0u8; (entry.end - entry.start) as usize];
+        self.file.read_exact_at(&mut bytes, entry.start).map_err(|source| TensorFileError::Io { path: self.path.clone(), source })?;
+        Ok(bytes)
+    }
+
+    /// [`crate::tensor_file::tensors_sha256`] of the file's tensors, computed from their bytes one
+    /// tensor at a time, without making tensors of them.
+    pub fn tensors_sha256(&self) -> Result<String, TensorFileError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let field = |h: &mut Sha256, bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        for name in self.names() {
+            let entry = &self.entries[name];
+            field(&mut h, name.as_bytes());
+            field(&mut h, format!("{:?}", entry.kind).as_bytes());
+            field(&mut h, format!("{:?}", entry.shape).as_bytes());
+            field(&mut h, &self.bytes(entry)?);
+        }
+        Ok(format!("{:x}", h.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor_file::{tensors_sha256, write_atomic, TensorFile};
+    use tch::Device;
+
+    fn sample(dir: &Path) -> (PathBuf, Vec<(String, Tensor)>) {
+        let path = dir.join("x.safetensors");
+        let tensors = vec![
+            ("a".to_string(), Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0, 7.0, 9.5]).view([1, 2, 3])),
+            ("b".to_string(), Tensor::from_slice(&[7i64, 8, 9])),
+            ("c".to_string(), Tensor::from_slice(&[0.5f32, 0.25]).to_kind(Kind::Half)),
+            ("empty".to_string(), Tensor::zeros([0, 4], (Kind::BFloat16, Device::Cpu))),
+        ];
+        write_atomic(&path, &tensors, HashMap::from([("what".to_string(), "test".to_string())])).unwrap();
+        (path, tensors)
+    }
+
+    #[test]
+    fn reads_each_tensor_as_the_whole_file_reader_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, tensors) = sample(dir.path());
+        let reader = TensorReader::open(&path).unwrap();
+        let whole = TensorFile::read(&path).unwrap();
+        assert_eq!(reader.metadata, whole.metadata);
+        assert_eq!(reader.names(), vec!["a", "b", "c", "empty"]);
+        for (name, t) in &tensors {
+            let lazy = reader.read(name).unwrap().unwrap();
+            assert_eq!((lazy.kind(), lazy.size()), (t.kind(), t.size()), "{name}");
+            assert!(lazy.equal(t), "{name}");
+            assert!(lazy.equal(whole.get(name).unwrap()), "{name}");
+        }
+        assert!(reader.read("missing").unwrap().is_none());
+        assert!(!reader.contains("missing") && reader.contains("a"));
+    }
+
+    #[test]
+    fn the_streamed_checksum_is_the_tensors_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, tensors) = sample(dir.path());
+        let expected = tensors_sha256(tensors.iter().map(|(n, t)| (n.as_str(), t))).unwrap();
+        assert_eq!(TensorReader::open(&path).unwrap().tensors_sha256().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_truncated_file_is_corrupt_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = sample(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let err = TensorReader::open(&path).err().unwrap().to_string();
+        assert!(err.contains("is not a valid safetensors file") && err.contains("x.safetensors"), "{err}");
+        let missing = TensorReader::open(&dir.path().join("none.safetensors")).err().unwrap().to_string();
+        assert!(missing.contains("none.safetensors"), "{missing}");
+    }
+}
