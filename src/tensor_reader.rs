@@ -70,6 +70,11 @@ impl TensorReader {
         self.entries.contains_key(name)
     }
 
+    /// The dtype and shape of the tensor called `name`, if present.
+    pub fn info(&self, name: &str) -> Option<(Kind, &[i64])> {
+        self.entries.get(name).map(|e| (e.kind, e.shape.as_slice()))
+    }
+
     /// The names of the file's tensors, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();

@@ -1,5 +1,8 @@
 //! Reads an HF checkpoint's safetensors (one file or shards listed by
-//! `model.safetensors.index.json`) into tensors, remembering which file each came from.
+//! `model.safetensors.index.json`) one weight at a time, remembering which file each came from:
+//! each file's header is checked when the checkpoint is opened, and a weight's bytes are read only
+//! when it is taken, so that a model converted to its target's dtype weight by weight never has its
+//! whole float32 checkpoint in memory beside it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -8,7 +11,8 @@ use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use super::ModelError;
-use crate::tensor_file::{TensorFile, TensorFileError};
+use crate::tensor_file::TensorFileError;
+use crate::tensor_reader::TensorReader;
 
 /// One weight and the file it was read from.
 pub struct Weight {
@@ -16,39 +20,55 @@ pub struct Weight {
     pub file: PathBuf,
 }
 
-/// All weights of a checkpoint by HF name.
+/// The weights of a checkpoint by HF name, read when taken.
 pub struct Checkpoint {
-    weights: HashMap<String, Weight>,
+    files: Vec<TensorReader>,
+    /// The file (index into `files`) of each weight not taken yet.
+    weights: HashMap<String, usize>,
     /// What the checkpoint was read from (for messages).
     pub source: PathBuf,
 }
 
 impl Checkpoint {
-    /// Reads `model.safetensors`, or the shards named by `model.safetensors.index.json`, in `dir`.
+    /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`, in `dir`,
+    /// checking every header and that every weight is floating point.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let (files, source) = checkpoint_files(dir)?;
+        let (paths, source) = checkpoint_files(dir)?;
+        let mut files = Vec::with_capacity(paths.len());
         let mut weights = HashMap::new();
-        for file in &files {
-            read_file(file, &mut weights)?;
+        for path in &paths {
+            let reader = open_file(path)?;
+            for name in reader.names() {
+                let (kind, _) = reader.info(name).expect("a listed name");
+                if !matches!(kind, tch::Kind::Float | tch::Kind::Half | tch::Kind::BFloat16 | tch::Kind::Double) {
+                    return Err(ModelError::Checkpoint {
+                        path: path.clone(),
+                        problem: format!("holds weight {name} as {kind:?}; only f32, f16, bf16 and f64 weights are supported"),
+                    });
+                }
+                weights.insert(name.to_string(), files.len());
+            }
+            files.push(reader);
         }
-        Ok(Checkpoint { weights, source })
+        Ok(Checkpoint { files, weights, source })
     }
 
-    /// Takes a weight out, checking its shape.
+    /// Takes a weight out, checking its shape before reading it.
     pub fn take(&mut self, name: &str, shape: &[i64]) -> Result<Weight, ModelError> {
-        let weight = self.weights.remove(name).ok_or_else(|| ModelError::MissingWeight {
+        let file = self.weights.remove(name).ok_or_else(|| ModelError::MissingWeight {
             name: name.to_string(),
             path: self.source.clone(),
         })?;
-        if weight.tensor.size() != shape {
-            return Err(ModelError::WeightShape {
-                name: name.to_string(),
-                path: weight.file,
-                expected: shape.to_vec(),
-                found: weight.tensor.size(),
-            });
+        let reader = &self.files[file];
+        let (_, found) = reader.info(name).expect("a listed name");
+        if found != shape {
+            return Err(ModelError::WeightShape { name: name.to_string(), path: reader.path().to_path_buf(), expected: shape.to_vec(), found: found.to_vec() });
         }
-        Ok(weight)
+        let tensor = reader
+            .read(name)
+            .map_err(|e| ModelError::Checkpoint { path: reader.path().to_path_buf(), problem: format!("weight {name} could not be read: {e}") })?
+            .expect("a listed name");
+        Ok(Weight { tensor, file: reader.path().to_path_buf() })
     }
 
     /// Names not taken yet, sorted.
@@ -102,25 +122,15 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
     Ok(files)
 }
 
-fn read_file(file: &Path, into: &mut HashMap<String, Weight>) -> Result<(), ModelError> {
-    let parsed = TensorFile::read(file).map_err(|e| match e {
+fn open_file(file: &Path) -> Result<TensorReader, ModelError> {
+    TensorReader::open(file).map_err(|e| match e {
         TensorFileError::Io { path, source } => ModelError::Io {
             path,
             source,
             hint: "a checkpoint file named by the model folder is missing or unreadable",
         },
         other => ModelError::Checkpoint { path: file.to_path_buf(), problem: format!("could not be read: {other}") },
-    })?;
-    for (name, tensor) in parsed.tensors {
-        if !tensor.is_floating_point() {
-            return Err(ModelError::Checkpoint {
-                path: file.to_path_buf(),
-                problem: format!("holds weight {name} as {:?}; only f32, f16, bf16 and f64 weights are supported", tensor.kind()),
-            });
-        }
-        into.insert(name, Weight { tensor, file: file.to_path_buf() });
-    }
-    Ok(())
+    })
 }
 
 /// The sha256 of a model folder's checkpoint files (in name order, content only): what golden
