@@ -495,6 +495,21 @@ fn golden_files() {
     std::fs::remove_file(&path).unwrap();
     s.run("golden missing", &good, &[], &["fwd-b1-s32.safetensors is missing", "LAYERCHECK_UPDATE_GOLDEN=1"]);
 
+    // Golden files kept outside git (manifest_dir set): a missing one says where it was expected
+    // and what its reviewed manifest records; one that is self-consistent but not the reviewed one
+    // (its data changed and its checksum recomputed) is refused, naming the manifest.
+    let reviewed = format!("manifest_dir = \"{}\"\n{good}", root().join("golden/manifests").display());
+    s.run("golden missing, with reviewed manifests", &reviewed, &[], &["fwd-b1-s32.safetensors is missing; its reviewed manifest", "tiny-granite_fwd-b1-s32_safetensors.snap", "LAYERCHECK_GOLDEN_DIR"]);
+    with_golden(&s, |c| {
+        let name = c.keys[0].clone();
+        let changed = &c.tensors[&name] * 1.5;
+        c.tensors.insert(name, changed);
+        let sha = c.tensors_sha256().unwrap();
+        c.metadata.insert("tensors_sha256".into(), sha);
+    });
+    s.run("golden that is not the reviewed one", &reviewed, &[], &["fwd-b1-s32.safetensors is not the reviewed one", "tiny-granite_fwd-b1-s32_safetensors.snap"]);
+    std::fs::remove_file(s.dir().join("golden/tiny-granite/fwd-b1-s32.safetensors")).unwrap();
+
     // A reference with NaN is never written: weights holding NaN, then regeneration.
     let model = copy_model_as(s.dir(), "tiny-granite-nan");
     let w = model.join("model.safetensors");

@@ -92,7 +92,7 @@ fn evaluate_inner(
             input_ids_sha256: Provenance::ids_sha256(&ids),
         })
     };
-    let store = GoldenStore::new(matrix.golden_dir.clone());
+    let store = GoldenStore::reviewed(matrix.golden_dir.clone(), matrix.manifest_dir.clone());
     let fix = regenerate_command(case);
     // Thresholds before any model run, so that a missing or broken file costs none.
     let thresholds_path = matrix.resolve(&entry.thresholds);
@@ -320,7 +320,7 @@ fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry
     let _lock = FileLock::acquire(&lock)?;
     let stamp = lock.with_extension("run");
     if std::fs::read_to_string(&stamp).is_ok_and(|r| r == run_id()) {
-        if let Ok(capture) = store.load(case, provenance, "") {
+        if let Ok(capture) = store.unreviewed().load(case, provenance, "") {
             return Ok(capture);
         }
     }
@@ -328,7 +328,7 @@ fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry
     let recorder = if entry.golden_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
     let capture = run::capture(&model, model_dir, batch, spec, recorder).map_err(|e| e.to_string())?;
     store.write(case, capture, provenance).map_err(|e| e.to_string())?;
-    let written = store.load(case, provenance, "").map_err(|e| e.to_string())?;
+    let written = store.unreviewed().load(case, provenance, "").map_err(|e| e.to_string())?;
     // Without the stamp, the next case of this run regenerates the file again: slower, not wrong.
     let _ = std::fs::write(&stamp, run_id());
     eprintln!("layercheck: wrote golden file {}", path.display());

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 use tch::Tensor;
 
+use super::matrix::GOLDEN_DIR_VAR;
 use super::test_name::CaseId;
 pub use super::update::{UpdateMode, UPDATE_VAR};
 use crate::capture::{Capture, CaptureError, Mode, RecordSource};
@@ -48,6 +49,10 @@ impl Provenance {
 pub enum GoldenError {
     #[error("golden file {path} is missing\n(hint: generate it with `{fix}`)")]
     Missing { path: PathBuf, fix: String },
+    #[error("golden file {path} is missing; its reviewed manifest {manifest} records it (tensors_sha256 {sha})\n(hint: golden files need not live in git: copy the reviewed file into {dir} from where your team keeps them (golden_dir in the matrix, or {GOLDEN_DIR_VAR} for one run), or regenerate it with `{fix}` and review the manifest diff with `cargo test --test golden_manifest`)")]
+    MissingReviewed { dir: PathBuf, path: PathBuf, manifest: PathBuf, sha: String, fix: String },
+    #[error("golden file {path} is not the reviewed one: the sha256 of its tensor data is {found}, its reviewed manifest {manifest} records {reviewed}\n(hint: fetch the reviewed file again; if this one is an intended new reference, review it with `cargo test --test golden_manifest` and `cargo insta review`)")]
+    Unreviewed { path: PathBuf, manifest: PathBuf, found: String, reviewed: String },
     #[error("golden file {path} is stale: {what} changed since it was made (golden {old}, now {new})\n(hint: if the change is intended, regenerate with `{fix}` and review the manifest diff)")]
     Stale { path: PathBuf, what: &'static str, old: String, new: String, fix: String },
     #[error("golden file {path} cannot be read: {source}\n(hint: regenerate it with `{fix}`)")]
@@ -65,15 +70,49 @@ pub enum GoldenError {
 /// The metadata entry that holds the sha256 of a golden file's tensors.
 pub const TENSORS_SHA256: &str = "tensors_sha256";
 
-/// The folder of golden files.
+/// The manifest line that records a golden file's [`TENSORS_SHA256`].
+pub const MANIFEST_SHA_LINE: &str = "tensors_sha256: ";
+
+/// The folder of golden files, and where their reviewed manifests are.
 #[derive(Debug, Clone)]
 pub struct GoldenStore {
     pub dir: PathBuf,
+    /// The reviewed manifests (`golden/manifests/`), when golden files are checked against them.
+    pub manifests: Option<PathBuf>,
+}
+
+/// The manifest file name of the golden file at `relative` (to the golden folder):
+/// `tiny-llama/fwd-b1-s32.safetensors` has `tiny-llama_fwd-b1-s32_safetensors.snap`.
+pub fn manifest_name(relative: &std::path::Path) -> String {
+    format!("{}.snap", relative.to_string_lossy().replace(['/', '.'], "_"))
 }
 
 impl GoldenStore {
+    /// Golden files in `dir`, not checked against any manifest (captures folders, tests).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        GoldenStore { dir: dir.into() }
+        GoldenStore { dir: dir.into(), manifests: None }
+    }
+
+    /// Golden files in `dir`, each checked, when it has a manifest in `manifests`, against the
+    /// `tensors_sha256` its manifest records: a golden file kept outside git (a shared mount, a
+    /// CI cache) is then the reviewed one or an error.
+    pub fn reviewed(dir: impl Into<PathBuf>, manifests: Option<PathBuf>) -> Self {
+        GoldenStore { dir: dir.into(), manifests }
+    }
+
+    /// The same folder, not checked against manifests (a golden file just regenerated is not
+    /// reviewed yet).
+    pub fn unreviewed(&self) -> Self {
+        GoldenStore { dir: self.dir.clone(), manifests: None }
+    }
+
+    /// The manifest of `case`'s golden file and the `tensors_sha256` it records, when there is one.
+    fn reviewed_sha(&self, case: &CaseId) -> Option<(PathBuf, String)> {
+        let path = self.path(case);
+        let manifest = self.manifests.as_ref()?.join(manifest_name(path.strip_prefix(&self.dir).ok()?));
+        let text = std::fs::read_to_string(&manifest).ok()?;
+        let sha = text.lines().find_map(|l| l.strip_prefix(MANIFEST_SHA_LINE))?.trim().to_string();
+        Some((manifest, sha))
     }
 
     /// `golden/{model}/{fwd|gen}-b{B}-s{S}[-n{T}].safetensors`: one file per reference run.
@@ -93,8 +132,12 @@ impl GoldenStore {
     /// `expected`. Its tensors are read when asked for: the checksum is taken one tensor at a time.
     pub fn load(&self, case: &CaseId, expected: &Provenance, fix: &str) -> Result<CaptureReader, GoldenError> {
         let path = self.path(case);
+        let reviewed = self.reviewed_sha(case);
         if !path.exists() {
-            return Err(GoldenError::Missing { path, fix: fix.to_string() });
+            return Err(match reviewed {
+                Some((manifest, sha)) => GoldenError::MissingReviewed { dir: self.dir.clone(), path, manifest, sha, fix: fix.to_string() },
+                None => GoldenError::Missing { path, fix: fix.to_string() },
+            });
         }
         let capture = CaptureReader::open(&path).map_err(|source| GoldenError::Unreadable { path: path.clone(), source, fix: fix.to_string() })?;
         let meta = |k: &str| capture.metadata().get(k).cloned().unwrap_or_else(|| "(none)".into());
@@ -105,6 +148,9 @@ impl GoldenStore {
         let actual = capture.tensors_sha256().map_err(|e| corrupt(format!("its tensors cannot be read: {e}")))?;
         if &actual != recorded {
             return Err(corrupt(format!("the sha256 of its tensor data is {actual}, its metadata records {recorded}")));
+        }
+        if let Some((manifest, sha)) = reviewed.filter(|(_, sha)| sha != &actual) {
+            return Err(GoldenError::Unreviewed { path, manifest, found: actual, reviewed: sha });
         }
         let max_new_tokens = case.max_new_tokens.unwrap_or(0).to_string();
         let mode = case.mode.to_string();
@@ -161,5 +207,40 @@ mod tests {
         let store = GoldenStore::new("golden");
         let case: CaseId = "m::cpu-f16::gen::iso::b2::s8::n4::summary".parse::<super::super::test_name::TestName>().unwrap().case;
         assert_eq!(store.path(&case), PathBuf::from("golden/m/gen-b2-s8-n4.safetensors"));
+    }
+
+    /// A golden file outside git is the reviewed one (its manifest's `tensors_sha256`) or an
+    /// error that names the manifest; a missing one says where it was expected and how to get it.
+    #[test]
+    fn with_manifests_a_golden_file_must_be_the_reviewed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (golden, manifests) = (dir.path().join("cache"), dir.path().join("manifests"));
+        std::fs::create_dir_all(&manifests).unwrap();
+        let case: CaseId = "m::cpu-f16::fwd::b1::s4::summary".parse::<super::super::test_name::TestName>().unwrap().case;
+        let provenance = Provenance { config_sha256: "c".into(), weights_sha256: "w".into(), input_ids_sha256: "i".into() };
+        let meta = std::collections::HashMap::from([
+            ("target".to_string(), "cpu-f32".to_string()),
+            ("mode".to_string(), "model-forward".to_string()),
+            ("max_new_tokens".to_string(), "0".to_string()),
+            ("attention_mask".to_string(), "attend-pads".to_string()),
+        ]);
+        let capture = Capture::from_records(&[], vec![("logits".into(), Tensor::from_slice(&[1.0f32, 2.0]))], meta);
+        let expected_sha = capture.tensors_sha256().unwrap();
+        let store = GoldenStore::reviewed(&golden, Some(manifests.clone()));
+        store.write(&case, capture, &provenance).unwrap();
+        let manifest = manifests.join("m_fwd-b1-s4_safetensors.snap");
+        // No manifest for it: nothing to check against.
+        assert!(store.load(&case, &provenance, "fix").is_ok());
+        std::fs::write(&manifest, format!("model: m\n{MANIFEST_SHA_LINE}{expected_sha}\n")).unwrap();
+        assert!(store.load(&case, &provenance, "fix").is_ok(), "the reviewed file");
+        std::fs::write(&manifest, format!("{MANIFEST_SHA_LINE}{}\n", "0".repeat(64))).unwrap();
+        let err = store.load(&case, &provenance, "fix").err().unwrap().to_string();
+        assert!(err.contains("is not the reviewed one") && err.contains(&expected_sha) && err.contains("m_fwd-b1-s4_safetensors.snap"), "{err}");
+        assert!(store.unreviewed().load(&case, &provenance, "fix").is_ok(), "a regenerated file is loaded before review");
+        std::fs::remove_file(store.path(&case)).unwrap();
+        let err = store.load(&case, &provenance, "fix").err().unwrap().to_string();
+        assert!(err.contains("is missing") && err.contains("its reviewed manifest") && err.contains(&golden.display().to_string()) && err.contains(GOLDEN_DIR_VAR), "{err}");
+        let err = GoldenStore::new(&golden).load(&case, &provenance, "fix").err().unwrap().to_string();
+        assert!(err.contains("is missing") && !err.contains("manifest"), "{err}");
     }
 }

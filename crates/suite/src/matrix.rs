@@ -136,6 +136,8 @@ struct MatrixFile {
     #[serde(default = "default_golden_dir")]
     golden_dir: PathBuf,
     #[serde(default)]
+    manifest_dir: Option<PathBuf>,
+    #[serde(default)]
     margins: Margins,
     #[serde(default)]
     reference: Option<ReferenceKind>,
@@ -149,6 +151,27 @@ struct MatrixFile {
 
 fn default_golden_dir() -> PathBuf {
     "golden".into()
+}
+
+/// The variable that puts the golden files elsewhere than the matrix's `golden_dir` (a shared
+/// mount, a CI cache), for one run.
+pub const GOLDEN_DIR_VAR: &str = "LAYERCHECK_GOLDEN_DIR";
+
+/// The golden folder: `LAYERCHECK_GOLDEN_DIR` when set, else the matrix's `golden_dir`, relative
+/// to `root` unless absolute. It need not exist yet (a first update run makes it), but what exists
+/// there must be a folder.
+fn golden_dir(root: &Path, file: &Path, configured: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<PathBuf, MatrixError> {
+    let (dir, what) = match env(GOLDEN_DIR_VAR) {
+        Some(v) if v.trim().is_empty() => {
+            return Err(MatrixError::Invalid { path: file.to_path_buf(), problem: format!("{GOLDEN_DIR_VAR} is set but empty (unset it to use golden_dir, or name a folder)") });
+        }
+        Some(v) => (root.join(v), GOLDEN_DIR_VAR.to_string()),
+        None => (root.join(configured), "golden_dir".to_string()),
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(MatrixError::Invalid { path: file.to_path_buf(), problem: format!("{what} {} is not a folder (hint: golden files live in a folder, one subfolder per model)", dir.display()) });
+    }
+    Ok(dir)
 }
 
 /// How a case's target runs.
@@ -201,7 +224,12 @@ pub fn check_command(argv: &[String]) -> Result<(), String> {
 pub struct Matrix {
     /// The repository root all paths are relative to.
     pub root: PathBuf,
+    /// Where golden files are read and written (`golden_dir`, or `LAYERCHECK_GOLDEN_DIR`).
     pub golden_dir: PathBuf,
+    /// The reviewed manifests of the golden files (`manifest_dir`, e.g. `golden/manifests`), set
+    /// when the golden files live outside git: each golden file is then checked against the
+    /// `tensors_sha256` its manifest records.
+    pub manifest_dir: Option<PathBuf>,
     pub margins: Margins,
     pub models: BTreeMap<String, ModelEntry>,
     pub targets: BTreeMap<String, TargetSpec>,
@@ -312,7 +340,8 @@ impl Matrix {
                 }
             }
         }
-        Ok(Matrix { root: root.to_path_buf(), golden_dir: root.join(&parsed.golden_dir), margins: parsed.margins, models: parsed.models, targets, cases, reference: parsed.reference })
+        let golden_dir = golden_dir(root, file, &parsed.golden_dir, &env)?;
+        Ok(Matrix { root: root.to_path_buf(), golden_dir, manifest_dir: parsed.manifest_dir.as_ref().map(|d| root.join(d)), margins: parsed.margins, models: parsed.models, targets, cases, reference: parsed.reference })
     }
 
     /// The model entry of a case.
@@ -428,6 +457,23 @@ mod tests {
         let m = parse(&[("LAYERCHECK_TARGETS", "cpu-bf16"), ("LAYERCHECK_BATCH_SIZES", "3"), ("LAYERCHECK_MODES", "generate"), ("LAYERCHECK_MAX_NEW_TOKENS", "2,4"), ("LAYERCHECK_FEEDS", "isolated")]).unwrap();
         let names: Vec<String> = m.cases.iter().map(|c| c.to_string()).collect();
         assert_eq!(names, ["tiny::cpu-bf16::gen::iso::b3::s16::n2", "tiny::cpu-bf16::gen::iso::b3::s16::n4"]);
+    }
+
+    #[test]
+    fn the_golden_folder_is_the_matrix_s_unless_the_environment_names_another() {
+        let m = parse(&[]).unwrap();
+        assert!(m.golden_dir.ends_with("golden"), "{:?}", m.golden_dir);
+        assert_eq!(m.manifest_dir, None);
+        let m = parse(&[(GOLDEN_DIR_VAR, "/mnt/golden-cache")]).unwrap();
+        assert_eq!(m.golden_dir, PathBuf::from("/mnt/golden-cache"));
+        let err = parse(&[(GOLDEN_DIR_VAR, " ")]).unwrap_err().to_string();
+        assert!(err.contains("LAYERCHECK_GOLDEN_DIR is set but empty"), "{err}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = parse(&[(GOLDEN_DIR_VAR, file.path().to_str().unwrap())]).unwrap_err().to_string();
+        assert!(err.contains("LAYERCHECK_GOLDEN_DIR") && err.contains("is not a folder"), "{err}");
+        let text = format!("manifest_dir = \"golden/manifests\"\n{TEXT}");
+        let m = Matrix::parse(Path::new("/r"), Path::new("/r/m.toml"), &text, |_| None).unwrap();
+        assert_eq!(m.manifest_dir, Some(PathBuf::from("/r/golden/manifests")));
     }
 
     #[test]
