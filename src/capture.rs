@@ -240,6 +240,11 @@ pub trait RecordSource {
     fn contains(&self, name: &str) -> bool;
     /// The tensor called `name` (`None` when there is none), or why it cannot be read.
     fn tensor(&self, name: &str) -> Result<Option<Tensor>, String>;
+    /// The dtype and shape of the tensor called `name`, if there is one.
+    fn info(&self, name: &str) -> Option<(tch::Kind, Vec<i64>)>;
+    /// Elements `first..first + count` of the tensor called `name`, flattened row-major, as a
+    /// 1-d tensor (what [`crate::metrics::Rows`] slices are made of).
+    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, String>;
 
     /// The names of the module inputs by (key, forward call), when there are any: the k-th
     /// record of a key (in recorded order) belongs to call k.
@@ -274,5 +279,14 @@ impl RecordSource for Capture {
 
     fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
         Ok(self.tensors.get(name).map(Tensor::shallow_clone))
+    }
+
+    fn info(&self, name: &str) -> Option<(tch::Kind, Vec<i64>)> {
+        self.tensors.get(name).map(|t| (t.kind(), t.size()))
+    }
+
+    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, String> {
+        let t = self.tensors.get(name).ok_or_else(|| format!("no tensor {name}"))?;
+        t.f_reshape([-1]).and_then(|f| f.f_narrow(0, first, count)).map_err(|e| e.to_string())
     }
 }

@@ -52,6 +52,18 @@ impl RecordSource for CaptureReader {
     fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
         self.reader.read(name).map_err(|e| e.to_string())
     }
+
+    fn info(&self, name: &str) -> Option<(tch::Kind, Vec<i64>)> {
+        self.reader.info(name).map(|(k, s)| (k, s.to_vec()))
+    }
+
+    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, String> {
+        match self.reader.read_elements(name, first as u64, count as u64) {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(format!("no tensor {name}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +93,8 @@ mod tests {
         assert_eq!(lazy.input_names_by_step().len(), 4);
         for name in whole.tensors.keys() {
             assert!(lazy.tensor(name).unwrap().unwrap().equal(&whole.tensors[name]), "{name}");
+            assert_eq!(lazy.info(name), whole.info(name), "{name}");
+            assert!(lazy.elements(name, 1, 1).unwrap().equal(&whole.elements(name, 1, 1).unwrap()), "{name}");
         }
         assert_eq!(lazy.tensors_sha256().unwrap(), whole.tensors_sha256().unwrap());
     }

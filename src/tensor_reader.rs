@@ -13,6 +13,9 @@ use tch::{Kind, Tensor};
 
 use crate::tensor_file::{kind_of, TensorFileError};
 
+/// The most bytes of a tensor [`TensorReader::read_as`] holds in its file's dtype at once.
+pub const SLICE_BYTES: u64 = 16 << 20;
+
 /// Where one tensor lies in the file.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -91,6 +94,50 @@ impl TensorReader {
             .map_err(|e| TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: {e}") })
     }
 
+    /// Elements `first..first + count` of the tensor called `name` (flattened, row-major) as a
+    /// 1-d tensor of its dtype: a slice of rows is read without reading the rest.
+    pub fn read_elements(&self, name: &str, first: u64, count: u64) -> Result<Option<Tensor>, TensorFileError> {
+        let Some(entry) = self.entries.get(name) else { return Ok(None) };
+        let element = entry.kind.elt_size_in_bytes() as u64;
+        let start = entry.start + first * element;
+        let end = start + count * element;
+        if end > entry.end {
+            return Err(TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: elements {first}..{} asked for, it has {}", first + count, (entry.end - entry.start) / element.max(1)) });
+        }
+        let slice = Entry { kind: entry.kind, shape: vec![count as i64], start, end };
+        let bytes = self.bytes(&slice)?;
+        Tensor::f_from_data_size(&bytes, &slice.shape, entry.kind)
+            .map(Some)
+            .map_err(|e| TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: {e}") })
+    }
+
+    /// Reads the tensor called `name` onto the CPU as `kind`, converting a slice of at most
+    /// [`SLICE_BYTES`] at a time: a float32 weight read as float16 never exists whole in float32
+    /// (`None` when the file has no such tensor).
+    pub fn read_as(&self, name: &str, kind: Kind) -> Result<Option<Tensor>, TensorFileError> {
+        let Some(entry) = self.entries.get(name) else { return Ok(None) };
+        if entry.kind == kind {
+            return self.read(name);
+        }
+        let torch = |e: tch::TchError| TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: {e}") };
+        let out = Tensor::f_empty(entry.shape.as_slice(), (kind, tch::Device::Cpu)).map_err(torch)?;
+        let flat = out.f_view([-1]).map_err(torch)?;
+        let element = entry.kind.elt_size_in_bytes() as u64;
+        let numel = (entry.end - entry.start) / element.max(1);
+        let per_slice = (SLICE_BYTES / element).max(1);
+        let mut done = 0u64;
+        while done < numel {
+            let n = per_slice.min(numel - done);
+            let start = entry.start + done * element;
+            let slice = Entry { kind: entry.kind, shape: vec![n as i64], start, end: start + n * element };
+            let bytes = self.bytes(&slice)?;
+            let part = Tensor::f_from_data_size(&bytes, &slice.shape, entry.kind).map_err(torch)?;
+            flat.f_narrow(0, done as i64, n as i64).map_err(torch)?.f_copy_(&part).map_err(torch)?;
+            done += n;
+        }
+        Ok(Some(out))
+    }
+
     fn bytes(&self, entry: &Entry) -> Result<Vec<u8>, TensorFileError> {
         let mut bytes = vec![0u8; (entry.end - entry.start) as usize];
         self.file.read_exact_at(&mut bytes, entry.start).map_err(|source| TensorFileError::Io { path: self.path.clone(), source })?;
@@ -151,6 +198,26 @@ mod tests {
         }
         assert!(reader.read("missing").unwrap().is_none());
         assert!(!reader.contains("missing") && reader.contains("a"));
+    }
+
+    #[test]
+    fn read_as_converts_slice_by_slice_to_what_a_whole_conversion_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        // More elements than one slice holds, so that several slices are converted.
+        let n = 5 * (SLICE_BYTES / 4 * 2 / 5 + 1234) as i64;
+        let w = Tensor::randn([n], (Kind::Float, Device::Cpu)).view([n / 5, 5]);
+        write_atomic(&path, &[("w".into(), w.shallow_clone())], HashMap::new()).unwrap();
+        let reader = TensorReader::open(&path).unwrap();
+        for kind in [Kind::Half, Kind::BFloat16, Kind::Float] {
+            let got = reader.read_as("w", kind).unwrap().unwrap();
+            assert_eq!((got.kind(), got.size()), (kind, w.size()));
+            assert!(got.equal(&w.to_kind(kind)), "{kind:?}");
+        }
+        assert!(reader.read_as("none", Kind::Half).unwrap().is_none());
+        let part = reader.read_elements("w", 7, 11).unwrap().unwrap();
+        assert!(part.equal(&w.view([-1]).narrow(0, 7, 11)));
+        assert!(reader.read_elements("w", n as u64 - 3, 4).is_err(), "past the end");
     }
 
     #[test]

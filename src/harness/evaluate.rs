@@ -190,12 +190,14 @@ fn compare_logits(case: &CaseId, golden: &dyn RecordSource, run: &TargetRun, ids
             let Some(target) = run.logits.as_ref() else {
                 return failed("the target's run has no logits (a capture must hold the tensor `logits` in model-forward mode, see src/capture.rs)");
             };
-            let reference = match golden.tensor("logits") {
-                Ok(Some(r)) => r,
-                Ok(None) => return failed("the golden file has no logits (hint: regenerate it, see README \"Golden files\")"),
-                Err(e) => return failed(&format!("the golden file's logits cannot be read: {e}")),
+            let Some((_, shape)) = golden.info("logits") else {
+                return failed("the golden file has no logits (hint: regenerate it, see README \"Golden files\")");
             };
-            (vec![reference], vec![target])
+            let (tokens, error) = match forward_tokens(golden, &shape, target, ids, top_k) {
+                Ok(tokens) => (tokens, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            return Some(LogitsOutcome { top_k, steps, tokens, bounds, error });
         }
         Mode::Generate => {
             let is_model = |name: &str| parse_record_name(name).is_some_and(|(k, _)| k == ModuleKey::Model);
@@ -216,6 +218,25 @@ fn compare_logits(case: &CaseId, golden: &dyn RecordSource, run: &TargetRun, ids
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     Some(LogitsOutcome { top_k, steps, tokens, bounds, error })
+}
+
+/// The model-forward logits tokens, one prompt at a time: the reference's `[S, V]` logits of a
+/// prompt are read from the golden file only when that prompt is compared (a batch of 4 at 256
+/// tokens holds 200 MB of float32 logits).
+fn forward_tokens(golden: &dyn RecordSource, shape: &[i64], target: &Tensor, ids: &Tensor, top_k: usize) -> Result<Vec<layercheck_suite::logits::TokenLogits>, String> {
+    if shape.len() != 3 || shape != target.size().as_slice() {
+        return Err(crate::metrics::logits::LogitsError::Shape { reference: shape.to_vec(), target: target.size() }.to_string());
+    }
+    let (prompts, positions, vocabulary) = (shape[0], shape[1], shape[2]);
+    let mut tokens = Vec::new();
+    for b in 0..prompts {
+        let per_prompt = positions * vocabulary;
+        let reference = golden.elements("logits", b * per_prompt, per_prompt).and_then(|r| r.f_reshape([1, positions, vocabulary]).map_err(|e| e.to_string()))?;
+        let narrow = |t: &Tensor| t.f_narrow(0, b, 1).map_err(|e| e.to_string());
+        let prompt = crate::metrics::logits::case_tokens(Mode::ModelForward, &[&reference], &[&narrow(target)?], &narrow(ids)?, top_k).map_err(|e| e.to_string())?;
+        tokens.extend(prompt.into_iter().map(|t| layercheck_suite::logits::TokenLogits { prompt: b as usize, ..t }));
+    }
+    Ok(tokens)
 }
 
 /// Runs the builtin target (tch decoders in this process), with the case's feed and fault, each

@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::location::ErrorLocation;
 use super::matrix::Margins;
@@ -15,6 +15,7 @@ use super::target_listener::TargetListener;
 use super::verdict::{check, Bounds};
 use crate::capture::RecordSource;
 use crate::hooks::{Listener, ModuleKey};
+use crate::metrics::{MetricsError, Rows};
 use crate::runner::check::record_problem;
 
 /// The per-layer outcomes of one target run, built record by record.
@@ -53,16 +54,9 @@ impl<'a> Judge<'a> {
             }
         };
         let layer = &mut self.layers[i];
-        let reference = match self.reference.tensor(name) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                layer.error = Some(format!("the golden file {} has no record {name}\n(hint: `{}`)", self.reference_path.display(), self.fix));
-                return;
-            }
-            Err(e) => {
-                layer.error = Some(format!("the golden file's record {name} cannot be read: {e}\n(hint: `{}`)", self.fix));
-                return;
-            }
+        let Some((kind, shape)) = self.reference.info(name) else {
+            layer.error = Some(format!("the golden file {} has no record {name}\n(hint: `{}`)", self.reference_path.display(), self.fix));
+            return;
         };
         let output = match output {
             Ok(o) => o,
@@ -71,28 +65,29 @@ impl<'a> Judge<'a> {
                 return;
             }
         };
-        if let Some(problem) = record_problem(&reference, &output) {
+        if let Some(problem) = record_problem(&shape, &output) {
             layer.error = Some(format!("record {name}: {problem}"));
             return;
         }
-        let comparison = match crate::metrics::compare(&reference, &output) {
+        // The reference is read one slice of rows at a time, as the comparison needs it: a
+        // comparison costs the memory of a slice, not of the tensor.
+        let reference = RecordRows { source: self.reference, name, kind, shape };
+        let (items, sums) = match crate::metrics::compare_in_slices(&reference, &output) {
             Ok(c) => c,
             Err(e) => {
                 layer.error = Some(format!("record {name}: {e}"));
                 return;
             }
         };
-        // Where the error sits is an aid to reading a verdict, not part of it: a record whose
-        // sums cannot be computed keeps its verdict and only has no location.
+        drop(output);
+        // Where the error sits is an aid to reading a verdict, not part of it.
         // Decode steps (generate mode) continue the sequence: step k's row is at the prompt's
         // length plus k - 1, after the rows seen so far.
-        if let Ok(sums) = crate::metrics::error_sums(&comparison.abs_diff) {
-            let location = layer.location.get_or_insert_with(ErrorLocation::empty);
-            let first = if self.calls[i] == 0 { 0 } else { location.token_sq.len() };
-            location.add_at(name, first, &sums.per_token, &sums.per_channel);
-        }
+        let location = layer.location.get_or_insert_with(ErrorLocation::empty);
+        let first = if self.calls[i] == 0 { 0 } else { location.token_sq.len() };
+        location.add_at(name, first, &sums.per_token, &sums.per_channel);
         self.calls[i] += 1;
-        for (item, s) in comparison.items.iter().enumerate() {
+        for (item, s) in items.iter().enumerate() {
             let obs = s.observation(name, item);
             let index = layer.observations.len();
             for f in check(&obs, &layer.bounds, self.margins) {
@@ -105,6 +100,28 @@ impl<'a> Judge<'a> {
     /// The layers judged, in the order first seen, and the target's `model` records.
     pub fn finish(self) -> (Vec<LayerOutcome>, Vec<Tensor>) {
         (self.layers, self.model_records)
+    }
+}
+
+/// A record of the reference, read in slices by [`crate::metrics::compare_in_slices`].
+struct RecordRows<'a> {
+    source: &'a dyn RecordSource,
+    name: &'a str,
+    kind: Kind,
+    shape: Vec<i64>,
+}
+
+impl Rows for RecordRows<'_> {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn shape(&self) -> Vec<i64> {
+        self.shape.clone()
+    }
+
+    fn elements(&self, first: i64, count: i64) -> Result<Tensor, MetricsError> {
+        self.source.elements(self.name, first, count).map_err(MetricsError::Read)
     }
 }
 

@@ -7,6 +7,9 @@ use super::{CompensatedSum, LayerSummary, MetricsError};
 
 /// Elements per chunk converted to f64 at once while summarising (32 MiB of f64).
 const CHUNK_ELEMENTS: i64 = 1 << 22;
+/// Elements of each side per slice in [`compare_in_slices`] (4 MiB of f32): its transients (the
+/// difference, both sides with zeros replaced, their f64 copies) stay near 40 MiB.
+const SLICE_ELEMENTS: i64 = 1 << 20;
 /// The seed's replacement of exact zeros before the cos (`tensor[tensor == 0] = 1e-6`).
 const ZERO_REPLACEMENT: f64 = 1e-6;
 /// The seed's `CosineSimilarity(eps=1e-8)`: the smallest norm a side is divided by.
@@ -70,6 +73,89 @@ pub fn compare(reference: &Tensor, target: &Tensor) -> Result<Comparison, Metric
         summary.merge(item);
     }
     Ok(Comparison { abs_diff, cos_sim, summary, items })
+}
+
+/// What the suite's verdict needs of a pair: the per-item summaries (as [`compare`]'s `items`) and
+/// the error sums (as [`super::error_sums`] of its `abs_diff`), computed on one slice of rows at a
+/// time (at most [`SLICE_ELEMENTS`] elements, at least one row), so that a comparison costs the
+/// memory of a slice, not of the tensor: the logits of a batch of 4 at 256 tokens are 50M
+/// elements. Each row is summarised whole; sums over rows are added slice by slice, so they may
+/// differ from [`compare`]'s in the last bits of an f64.
+pub fn compare_in_slices(reference: &dyn Rows, target: &Tensor) -> Result<(Vec<LayerSummary>, super::ErrorSums), MetricsError> {
+    compare_in_slices_of(reference, target, SLICE_ELEMENTS)
+}
+
+/// The reference side of [`compare_in_slices`]: its dtype and shape, and any run of its elements
+/// (flattened, row-major), so that a reference on disk is read one slice at a time.
+pub trait Rows {
+    fn kind(&self) -> Kind;
+    fn shape(&self) -> Vec<i64>;
+    /// Elements `first..first + count`, as a 1-d tensor.
+    fn elements(&self, first: i64, count: i64) -> Result<Tensor, MetricsError>;
+}
+
+impl Rows for Tensor {
+    fn kind(&self) -> Kind {
+        Tensor::kind(self)
+    }
+
+    fn shape(&self) -> Vec<i64> {
+        self.size()
+    }
+
+    fn elements(&self, first: i64, count: i64) -> Result<Tensor, MetricsError> {
+        Ok(self.f_reshape([-1])?.f_narrow(0, first, count)?)
+    }
+}
+
+fn compare_in_slices_of(reference: &dyn Rows, target: &Tensor, slice_elements: i64) -> Result<(Vec<LayerSummary>, super::ErrorSums), MetricsError> {
+    for (side, kind) in [("reference", reference.kind()), ("target", target.kind())] {
+        if !is_float(kind) {
+            return Err(MetricsError::NotFloat { side, kind: format!("{kind:?}") });
+        }
+    }
+    let (rs, ts) = (reference.shape(), target.size());
+    if rs != ts {
+        return Err(MetricsError::ShapeMismatch { reference: rs, target: ts });
+    }
+    if rs.iter().product::<i64>() == 0 {
+        return Err(MetricsError::Empty { shape: rs });
+    }
+    let device = target.device();
+    let shape = if rs.is_empty() { vec![1] } else { rs };
+    let items = if shape.len() >= 3 { shape[0] } else { 1 };
+    let width = *shape.last().unwrap_or(&1);
+    let rows = shape.iter().product::<i64>() / items / width;
+    let t = target.f_reshape([items, rows, width])?;
+    let step = (slice_elements / width).max(1);
+    let mut summaries = Vec::with_capacity(items as usize);
+    let mut per_token = Vec::with_capacity(items as usize);
+    let mut per_channel = vec![0f64; width as usize];
+    for i in 0..items {
+        let ti = t.f_narrow(0, i, 1)?;
+        let mut summary = LayerSummary::empty();
+        let mut tokens = Vec::with_capacity(rows as usize);
+        let mut start = 0;
+        while start < rows {
+            let len = step.min(rows - start);
+            let rs = reference.elements((i * rows + start) * width, len * width)?.f_reshape([1, len, width])?.f_to_device(device)?;
+            let ts = ti.f_narrow(1, start, len)?;
+            let abs_diff = elementwise_abs_diff(&rs, &ts)?;
+            let (r_cos, t_cos) = replace_zeros(&rs, &ts)?;
+            let true_cos = rowwise_true_cos(&r_cos, &t_cos)?;
+            drop((r_cos, t_cos));
+            summary.merge(&summarize_items(&rs, &ts, &abs_diff, &true_cos)?[0]);
+            let sums = super::error_sums(&abs_diff)?;
+            tokens.extend_from_slice(&sums.per_token[0]);
+            for (total, part) in per_channel.iter_mut().zip(&sums.per_channel) {
+                *total += part;
+            }
+            start += len;
+        }
+        summaries.push(summary);
+        per_token.push(tokens);
+    }
+    Ok((summaries, super::ErrorSums { per_token, per_channel }))
 }
 
 /// The whole-tensor [`LayerSummary`] of a pair (see [`compare`] for everything).
@@ -266,4 +352,44 @@ fn summarize_items(r: &Tensor, t: &Tensor, d: &Tensor, cos: &[f64]) -> Result<Ve
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod slice_tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+    }
+
+    /// Slicing rows changes nothing but the order of f64 additions across slices: every
+    /// quantity of every item, and the error sums, match the whole-tensor comparison.
+    #[test]
+    fn slices_give_the_whole_tensor_s_items_and_error_sums() {
+        tch::manual_seed(7);
+        for shape in [vec![3i64, 37, 16], vec![37, 16], vec![16]] {
+            let r = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+            let t = (&r + Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) * 0.01).to_kind(Kind::Half);
+            // Exact zeros (replaced before the cos) and a NaN in one row of the target.
+            let _ = r.view([-1]).narrow(0, 2, 3).fill_(0.0);
+            let _ = t.view([-1]).narrow(0, t.numel() as i64 - 3, 1).fill_(f64::NAN);
+            let whole = compare(&r, &t).unwrap();
+            let sums = super::super::error_sums(&whole.abs_diff).unwrap();
+            let (items, sliced) = compare_in_slices_of(&r, &t, 50).unwrap();
+            assert_eq!(items.len(), whole.items.len(), "{shape:?}");
+            for (a, b) in items.iter().zip(&whole.items) {
+                assert_eq!((a.elements, a.rows, a.cos_argmin, a.target_nan, a.abs_diff_nan, a.cos_nan), (b.elements, b.rows, b.cos_argmin, b.target_nan, b.abs_diff_nan, b.cos_nan), "{shape:?}");
+                for (x, y) in [(a.abs_diff_sq_sum, b.abs_diff_sq_sum), (a.abs_diff_sq_sum_finite, b.abs_diff_sq_sum_finite), (a.abs_diff_sum, b.abs_diff_sum), (a.reference_sq_sum, b.reference_sq_sum), (a.cos_sum, b.cos_sum), (a.cos_sum_finite, b.cos_sum_finite), (a.cos_min, b.cos_min), (a.abs_diff_max, b.abs_diff_max)] {
+                    assert!(close(x, y), "{shape:?}: {x} vs {y}");
+                }
+            }
+            assert_eq!(sliced.per_token.len(), sums.per_token.len());
+            for (a, b) in sliced.per_token.iter().flatten().zip(sums.per_token.iter().flatten()) {
+                assert!(close(*a, *b), "{shape:?}: token {a} vs {b}");
+            }
+            for (a, b) in sliced.per_channel.iter().zip(&sums.per_channel) {
+                assert!(close(*a, *b), "{shape:?}: channel {a} vs {b}");
+            }
+        }
+    }
 }

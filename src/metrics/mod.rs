@@ -79,7 +79,7 @@ mod location;
 pub mod logits;
 mod summary;
 
-pub use compare::{abs_diff, compare, cos_sim, summarize, true_cos_sim, Comparison};
+pub use compare::{abs_diff, compare, compare_in_slices, cos_sim, Rows, summarize, true_cos_sim, Comparison};
 pub(crate) use compare::to_f64_vec;
 pub use compensated::CompensatedSum;
 pub use location::{error_sums, ErrorSums};
@@ -97,6 +97,9 @@ pub enum MetricsError {
     /// The tensors have no element.
     #[error("cannot compare tensors of shape {shape:?}: they have no element")]
     Empty { shape: Vec<i64> },
+    /// The reference's slice could not be read (a golden file read one slice at a time).
+    #[error("the reference could not be read: {0}")]
+    Read(String),
     /// libtorch failed.
     #[error("libtorch failed while computing metrics: {0}")]
     Torch(#[from] tch::TchError),

@@ -86,6 +86,18 @@ pub struct Generation {
     pub ids: Tensor,
 }
 
+/// Hands the memory freed while loading (each weight's slices in the file's dtype, converted and
+/// dropped) back to the operating system: glibc keeps freed heap memory for reuse, and on
+/// SmolLM2-135M at f16 that was 88 MB more resident for the whole run (`cargo bench --bench
+/// memory`). Once per load, so it costs nothing measurable.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl DecoderModel {
     /// Loads the HF model folder `dir` onto `target`.
     pub fn load(dir: &Path, target: Target) -> Result<Self, ModelError> {
@@ -95,8 +107,8 @@ impl DecoderModel {
         let kind = target.kind();
         let c = &config;
         let mut take = |name: &str, shape: &[i64]| -> Result<Tensor, ModelError> {
-            let w = ckpt.take(name, shape)?;
-            Ok(w.tensor.to_device(device).to_kind(kind))
+            let w = ckpt.take(name, shape, kind)?;
+            Ok(w.tensor.to_device(device))
         };
         let (e, f) = (c.hidden_size, c.intermediate_size);
         let embedding = take("model.embed_tokens.weight", &[c.vocab_size, e])?;
@@ -135,6 +147,8 @@ impl DecoderModel {
             return Err(ModelError::UnusedWeights { path: ckpt.source.clone(), names: unused.join(", ") });
         }
         let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device);
+        drop(ckpt);
+        release_freed_memory();
         Ok(DecoderModel { config, target, device, embedding, blocks, dec_norm, head, rope })
     }
 

@@ -53,8 +53,9 @@ impl Checkpoint {
         Ok(Checkpoint { files, weights, source })
     }
 
-    /// Takes a weight out, checking its shape before reading it.
-    pub fn take(&mut self, name: &str, shape: &[i64]) -> Result<Weight, ModelError> {
+    /// Takes a weight out as `kind`, checking its shape before reading it (converted slice by
+    /// slice: see [`TensorReader::read_as`]).
+    pub fn take(&mut self, name: &str, shape: &[i64], kind: tch::Kind) -> Result<Weight, ModelError> {
         let file = self.weights.remove(name).ok_or_else(|| ModelError::MissingWeight {
             name: name.to_string(),
             path: self.source.clone(),
@@ -65,7 +66,7 @@ impl Checkpoint {
             return Err(ModelError::WeightShape { name: name.to_string(), path: reader.path().to_path_buf(), expected: shape.to_vec(), found: found.to_vec() });
         }
         let tensor = reader
-            .read(name)
+            .read_as(name, kind)
             .map_err(|e| ModelError::Checkpoint { path: reader.path().to_path_buf(), problem: format!("weight {name} could not be read: {e}") })?
             .expect("a listed name");
         Ok(Weight { tensor, file: reader.path().to_path_buf() })

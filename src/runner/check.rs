@@ -95,12 +95,12 @@ pub fn check_against(capture: &Capture, expected_run: &Expected, source_name: &s
 
 /// Why a record cannot be compared with its reference, if it cannot: not floating point, or
 /// another shape.
-pub fn record_problem(reference: &Tensor, target: &Tensor) -> Option<String> {
+pub fn record_problem(reference_shape: &[i64], target: &Tensor) -> Option<String> {
     if !matches!(target.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) {
         return Some(format!("the target's record is {:?}, not floating point (f32, f16, bf16)", target.kind()));
     }
-    if reference.size() != target.size() {
-        return Some(format!("the target's record has shape {:?}, the reference's {:?}", target.size(), reference.size()));
+    if reference_shape != target.size() {
+        return Some(format!("the target's record has shape {:?}, the reference's {:?}", target.size(), reference_shape));
     }
     None
 }
