@@ -37,14 +37,17 @@ fn peak_rss(mut cmd: Command) -> (u64, bool) {
     (usage.ru_maxrss as u64 * 1024, ok)
 }
 
-/// The bytes of a safetensors file's largest tensor and the element count of all its tensors.
+/// The bytes of a safetensors file's largest tensor and the element count of all its tensors,
+/// from its header alone: the bench itself must stay small, since a child forked from it starts
+/// with its resident set as the high-water mark that `ru_maxrss` reports.
 fn tensor_sizes(path: &Path) -> (u64, u64) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
+    let reader = layercheck::tensor_reader::TensorReader::open(path).unwrap_or_else(|e| panic!("{e}"));
     let (mut largest, mut numel) = (0u64, 0u64);
-    for (_, view) in st.iter() {
-        largest = largest.max(view.data().len() as u64);
-        numel += view.shape().iter().product::<usize>() as u64;
+    for name in reader.names() {
+        let (kind, shape) = reader.info(name).expect("a listed name");
+        let n = shape.iter().product::<i64>() as u64;
+        largest = largest.max(n * kind.elt_size_in_bytes() as u64);
+        numel += n;
     }
     (largest, numel)
 }
@@ -54,6 +57,12 @@ fn weight_files(model: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(model).expect("model folder").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
     files.sort();
     files
+}
+
+/// This process's resident set, from /proc.
+fn own_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -79,6 +88,7 @@ fn main() {
     // The weights as the cpu-f16 target holds them: two bytes per parameter.
     let params: u64 = weight_files(&model).iter().map(|f| tensor_sizes(f).1).sum();
     let weights = params * 2;
+    println!("memory: this bench's own resident set {:.0} MiB (a floor under every child's figure)", mib(own_rss()));
     println!("memory: libtorch baseline (layercheck env) {:.0} MiB; weights at f16 {:.0} MiB ({params} parameters)", mib(baseline), mib(weights));
     println!("{:<34} {:>9} {:>9} {:>9} {:>6}", "case", "peak MiB", "3x out", "bound", "ratio");
     let mut worst: f64 = 0.0;

@@ -88,10 +88,24 @@ impl TensorReader {
     /// Reads the tensor called `name` onto the CPU (`None` when the file has none).
     pub fn read(&self, name: &str) -> Result<Option<Tensor>, TensorFileError> {
         let Some(entry) = self.entries.get(name) else { return Ok(None) };
-        let bytes = self.bytes(entry)?;
-        Tensor::f_from_data_size(&bytes, &entry.shape, entry.kind)
-            .map(Some)
-            .map_err(|e| TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: {e}") })
+        let torch = |e: tch::TchError| TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: {e}") };
+        let out = Tensor::f_empty(entry.shape.as_slice(), (entry.kind, tch::Device::Cpu)).map_err(torch)?;
+        self.read_into(&out, entry.start, entry.end)?;
+        Ok(Some(out))
+    }
+
+    /// Reads the file's bytes `start..end` straight into the storage of `out`, a contiguous CPU
+    /// tensor of exactly that many bytes just made by this reader (no intermediate buffer).
+    fn read_into(&self, out: &Tensor, start: u64, end: u64) -> Result<(), TensorFileError> {
+        let len = (end - start) as usize;
+        debug_assert_eq!(out.numel() * out.kind().elt_size_in_bytes(), len);
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: `out` is a contiguous CPU tensor of `len` bytes that nothing else refers to
+        // yet; its storage is valid for writes of `len` bytes while `out` is alive.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut u8, len) };
+        self.file.read_exact_at(bytes, start).map_err(|source| TensorFileError::Io { path: self.path.clone(), source })
     }
 
     /// Elements `first..first + count` of the tensor called `name` (flattened, row-major) as a
@@ -124,14 +138,15 @@ impl TensorReader {
         let flat = out.f_view([-1]).map_err(torch)?;
         let element = entry.kind.elt_size_in_bytes() as u64;
         let numel = (entry.end - entry.start) / element.max(1);
-        let per_slice = (SLICE_BYTES / element).max(1);
+        let per_slice = (SLICE_BYTES / element).max(1).min(numel.max(1));
+        // One buffer for every slice, so that reading a weight allocates its result and one slice.
+        let part = Tensor::f_empty([per_slice as i64], (entry.kind, tch::Device::Cpu)).map_err(torch)?;
         let mut done = 0u64;
         while done < numel {
             let n = per_slice.min(numel - done);
             let start = entry.start + done * element;
-            let slice = Entry { kind: entry.kind, shape: vec![n as i64], start, end: start + n * element };
-            let bytes = self.bytes(&slice)?;
-            let part = Tensor::f_from_data_size(&bytes, &slice.shape, entry.kind).map_err(torch)?;
+            let part = part.f_narrow(0, 0, n as i64).map_err(torch)?;
+            self.read_into(&part, start, start + n * element)?;
             flat.f_narrow(0, done as i64, n as i64).map_err(torch)?.f_copy_(&part).map_err(torch)?;
             done += n;
         }

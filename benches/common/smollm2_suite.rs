@@ -43,7 +43,7 @@ impl Suite {
         let keys = layercheck::hooks::ModuleKey::forward_order(30, true);
         let table = |v: f64| keys.iter().map(|k| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>();
         // A cosine threshold of 0.5 passes every healthy layer (validation refuses one below 0).
-        let loose = serde_json::json!({ "model_id": "smollm2", "abs_diff": table(1e9), "cos_sim_avg": table(0.5) });
+        let loose = serde_json::json!({ "model_id": "smollm2", "abs_diff": table(1e9), "cos_sim_avg": table(0.5), "ce": 1e9, "diff_mean": 1.0 });
         std::fs::write(dir.path().join("loose.json"), loose.to_string()).expect("thresholds written");
         Suite { dir, root: root.to_path_buf(), layercheck: layercheck.to_path_buf() }
     }

@@ -96,7 +96,7 @@ fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
     let logits_pass = match &results.logits {
         Some(l) => {
             let v = l.verdict(&margins);
-            println!("  {:<4} logits: {} of {} token(s) past a threshold ({:.2}%; fails at {:.2}%); {}", if v.passed { "ok" } else { "FAIL" }, v.failing_tokens, v.tokens, 100.0 * v.failing_share, 100.0 * l.bounds.failure_rate, layercheck_suite::message::top1_words(l, &v));
+            println!("  {}", layercheck_suite::message::logits_line(l, &v));
             v.passed
         }
         None => true,

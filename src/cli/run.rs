@@ -94,8 +94,7 @@ fn print_case(outcome: &CaseOutcome, margins: &Margins, verbose: bool, seconds: 
     let logits_pass = match &outcome.logits {
         Some(l) => {
             let v = l.verdict(margins);
-            let status = if v.passed { "ok" } else { "FAIL" };
-            println!("  {status:<4} logits: {} of {} token(s) past a threshold ({:.2}%; fails at {:.2}%), top-1 agreement {} of {}", v.failing_tokens, v.tokens, 100.0 * v.failing_share, 100.0 * l.bounds.failure_rate, v.top1_agreeing, v.tokens);
+            println!("  {}", layercheck_suite::message::logits_line(l, &v));
             v.passed
         }
         None => true,

@@ -39,9 +39,11 @@ impl<'a> Judge<'a> {
 
     /// Compares the target's record `name` (module `key`) with the reference's and judges it.
     pub fn push(&mut self, name: &str, key: ModuleKey, output: Result<Tensor, String>) {
+        // The logits test needs only each call's last position (the step's token): a copy of it,
+        // so that the prefill's logits of every position are not kept alive.
         if key == ModuleKey::Model {
-            if let Ok(t) = &output {
-                self.model_records.push(t.shallow_clone());
+            if let Ok(last) = output.as_ref().map_err(|_| ()).and_then(|t| t.f_narrow(1, t.size().get(1).copied().unwrap_or(1) - 1, 1).and_then(|l| l.f_detach_copy()).map_err(|_| ())) {
+                self.model_records.push(last);
             }
         }
         let key_name = key.to_string();
@@ -97,7 +99,8 @@ impl<'a> Judge<'a> {
         }
     }
 
-    /// The layers judged, in the order first seen, and the target's `model` records.
+    /// The layers judged, in the order first seen, and the last position of each of the target's
+    /// `model` records (`[B, 1, V]`).
     pub fn finish(self) -> (Vec<LayerOutcome>, Vec<Tensor>) {
         (self.layers, self.model_records)
     }

@@ -7,9 +7,9 @@ use super::{CompensatedSum, LayerSummary, MetricsError};
 
 /// Elements per chunk converted to f64 at once while summarising (32 MiB of f64).
 const CHUNK_ELEMENTS: i64 = 1 << 22;
-/// Elements of each side per slice in [`compare_in_slices`] (4 MiB of f32): its transients (the
-/// difference, both sides with zeros replaced, their f64 copies) stay near 40 MiB.
-const SLICE_ELEMENTS: i64 = 1 << 20;
+/// Elements of each side per slice in [`compare_in_slices`] (1 MiB of f32): its transients (the
+/// difference, both sides with zeros replaced, their f64 copies) stay near 10 MiB.
+const SLICE_ELEMENTS: i64 = 1 << 18;
 /// The seed's replacement of exact zeros before the cos (`tensor[tensor == 0] = 1e-6`).
 const ZERO_REPLACEMENT: f64 = 1e-6;
 /// The seed's `CosineSimilarity(eps=1e-8)`: the smallest norm a side is divided by.

@@ -21,7 +21,7 @@ pub(super) fn logits_lines(results: &CaseResults) -> Option<(String, Vec<String>
         100.0 * logits.bounds.failure_rate,
         logits.top_k
     );
-    let position = if logits.steps { "step" } else { "position" };
+    let position = layercheck_suite::message::position_word(logits);
     let mut lines = Vec::new();
     if let Some(e) = &logits.error {
         lines.push(format!("not compared: {}", e.replace('\n', " ")));

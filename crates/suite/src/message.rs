@@ -127,8 +127,22 @@ pub fn logits_failure(name: &TestName, logits: &LogitsOutcome, margins: &Margins
     m
 }
 
+/// The logits test in one line, for the command line (`layercheck run`, `layercheck compare`):
+/// `ok`/`FAIL`, the failing tokens against the failure rate, and top-1 agreement.
+pub fn logits_line(logits: &LogitsOutcome, v: &crate::logits::LogitsVerdict) -> String {
+    format!(
+        "{:<4} logits: {} of {} token(s) past a threshold ({:.2}%; fails at {:.2}%); {}",
+        if v.passed { "ok" } else { "FAIL" },
+        v.failing_tokens,
+        v.tokens,
+        100.0 * v.failing_share,
+        100.0 * logits.bounds.failure_rate,
+        top1_words(logits, v)
+    )
+}
+
 /// What a token's position means: a decode step (generate mode) or a position of the prompt.
-fn position_word(logits: &LogitsOutcome) -> &'static str {
+pub fn position_word(logits: &LogitsOutcome) -> &'static str {
     if logits.steps {
         "step"
     } else {
