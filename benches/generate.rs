@@ -218,7 +218,8 @@ fn main() {
             for (fi, format) in formats.iter().enumerate() {
                 let out = tmp.path().join(format!("ours-{mode}-{format}-{run}"));
                 let mut cmd = Command::new(&ours);
-                cmd.args(["generate", "--model_path"]).arg(&model).args(["--mode", mode])
+                // The Python side names files after the model folder's name (its variant): so do we.
+                cmd.args(["generate", "--model_path"]).arg(&model).args(["--variant", &model.file_name().unwrap().to_string_lossy()]).args(["--mode", mode])
                     .args(["--batch_sizes", &BATCH.to_string(), "--seq_lengths", &SEQ.to_string()])
                     .args(["--max_new_tokens", &NEW_TOKENS.to_string(), "--input-ids"]).arg(&ids_path)
                     .args(["--format", format, "--output_path"]).arg(&out);

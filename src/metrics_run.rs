@@ -93,7 +93,12 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Gen
     }
     let tokenizer = Tokenizer::load(&opts.model_path).map_err(setup)?;
     let reference = DecoderModel::load(&opts.model_path, opts.reference).map_err(setup)?;
-    let target = DecoderModel::load(&opts.model_path, opts.target).map_err(setup)?;
+    // The checkpoint is read once when it can be: the target's weights are the reference's
+    // converted, exactly what reading them again as the target's dtype gives.
+    let target = match reference.converted(opts.target).map_err(setup)? {
+        Some(target) => target,
+        None => DecoderModel::load(&opts.model_path, opts.target).map_err(setup)?,
+    };
     std::fs::create_dir_all(&opts.output_path).map_err(|e| setup(format!("{}: {e}", opts.output_path.display())))?;
     let mut cases = Vec::new();
     for &b in &opts.batch_sizes {

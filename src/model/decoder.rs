@@ -52,6 +52,8 @@ pub struct DecoderModel {
     dec_norm: Tensor,
     head: Tensor,
     rope: RopeTables,
+    /// Whether the checkpoint holds float64 weights (see [`DecoderModel::converted`]).
+    checkpoint_float64: bool,
 }
 
 struct Block {
@@ -99,11 +101,37 @@ fn release_freed_memory() {
 }
 
 impl DecoderModel {
+    /// This model's weights converted to `target` (its device and dtype), as [`DecoderModel::load`]
+    /// would have read them from the same checkpoint when this model holds them at float32 or
+    /// wider: `generate` reads the checkpoint once for both sides. Tied weights stay tied.
+    ///
+    /// `None` when that would not be so: this model is narrower than float32, or its checkpoint
+    /// holds float64 weights (rounded once to float32 here, converting again would round twice).
+    pub fn converted(&self, target: Target) -> Result<Option<Self>, ModelError> {
+        if self.target.kind() != tch::Kind::Float || self.checkpoint_float64 {
+            return Ok(None);
+        }
+        let device = target.device()?;
+        let kind = target.kind();
+        let to = |t: &Tensor| t.to_device(device).to_kind(kind);
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| Block { ln: to(&b.ln), query: to(&b.query), key: to(&b.key), value: to(&b.value), dense: to(&b.dense), ff_ln: to(&b.ff_ln), wg: to(&b.wg), w1: to(&b.w1), w2: to(&b.w2) })
+            .collect();
+        let embedding = to(&self.embedding);
+        let head = if self.config.tie_word_embeddings { embedding.shallow_clone() } else { to(&self.head) };
+        let c = &self.config;
+        let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device);
+        Ok(Some(DecoderModel { config: self.config.clone(), target, device, embedding, blocks, dec_norm: to(&self.dec_norm), head, rope, checkpoint_float64: false }))
+    }
+
     /// Loads the HF model folder `dir` onto `target`.
     pub fn load(dir: &Path, target: Target) -> Result<Self, ModelError> {
         let config = ModelConfig::load(dir)?;
         let device = target.device()?;
         let mut ckpt = Checkpoint::load(dir)?;
+        let checkpoint_float64 = ckpt.has_float64();
         let kind = target.kind();
         let c = &config;
         let mut take = |name: &str, shape: &[i64]| -> Result<Tensor, ModelError> {
@@ -149,7 +177,7 @@ impl DecoderModel {
         let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device);
         drop(ckpt);
         release_freed_memory();
-        Ok(DecoderModel { config, target, device, embedding, blocks, dec_norm, head, rope })
+        Ok(DecoderModel { config, target, device, embedding, blocks, dec_norm, head, rope, checkpoint_float64 })
     }
 
     /// The libtorch device the model's weights live on.

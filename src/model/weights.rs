@@ -72,6 +72,11 @@ impl Checkpoint {
         Ok(Weight { tensor, file: reader.path().to_path_buf() })
     }
 
+    /// Whether any weight is stored wider than float32 (a float64 checkpoint).
+    pub fn has_float64(&self) -> bool {
+        self.files.iter().any(|f| f.names().iter().any(|n| f.info(n).is_some_and(|(k, _)| k == tch::Kind::Double)))
+    }
+
     /// Names not taken yet, sorted.
     pub fn remaining(&self) -> Vec<String> {
         let mut names: Vec<String> = self.weights.keys().cloned().collect();
