@@ -59,10 +59,11 @@ fn weight_files(model: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// This process's resident set, from /proc.
-fn own_rss() -> u64 {
+/// This process's resident set and its high-water mark, from /proc.
+fn own_rss() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) * 1024
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) * 1024;
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -88,7 +89,8 @@ fn main() {
     // The weights as the cpu-f16 target holds them: two bytes per parameter.
     let params: u64 = weight_files(&model).iter().map(|f| tensor_sizes(f).1).sum();
     let weights = params * 2;
-    println!("memory: this bench's own resident set {:.0} MiB (a floor under every child's figure)", mib(own_rss()));
+    let (rss, hwm) = own_rss();
+    println!("memory: this bench's own resident set {:.0} MiB, high-water {:.0} MiB (a floor under every child's figure)", mib(rss), mib(hwm));
     println!("memory: libtorch baseline (layercheck env) {:.0} MiB; weights at f16 {:.0} MiB ({params} parameters)", mib(baseline), mib(weights));
     println!("{:<34} {:>9} {:>9} {:>9} {:>6}", "case", "peak MiB", "3x out", "bound", "ratio");
     let mut worst: f64 = 0.0;
