@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use layercheck::capture::{Capture, Mode, Recorder};
-use layercheck::harness::test_name::Feed;
+use layercheck_suite::test_name::Feed;
 use layercheck::inputs::TokenBatch;
 use layercheck::model::{AttentionMask, DecoderModel};
 use layercheck::run::{self, RunSpec};

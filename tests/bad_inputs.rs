@@ -632,7 +632,7 @@ fn sigkill_during_golden_regeneration_leaves_golden_files_whole_and_the_next_run
     // The next regeneration removes the killed writers' temporaries, and its case passes.
     let o = regenerate(tmp.path(), &matrix, GEN, &out, "after").wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let outcome = layercheck::harness::outcome::CaseOutcome::read(&out).unwrap();
+    let outcome = layercheck_suite::outcome::CaseOutcome::read(&out).unwrap();
     assert_eq!(outcome.setup_error, None);
     assert!(outcome.first_failure().is_none());
     assert!(temporaries(&golden).is_empty(), "left behind: {:?}", temporaries(&golden));
@@ -660,7 +660,7 @@ fn four_processes_regenerating_at_once_write_whole_golden_files() {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success() && !stderr.contains("panicked"), "{case}: {stderr}");
         assert!(stderr.contains("wrote golden file"), "{case}: {stderr}");
-        let outcome = layercheck::harness::outcome::CaseOutcome::read(&out).unwrap();
+        let outcome = layercheck_suite::outcome::CaseOutcome::read(&out).unwrap();
         assert_eq!(outcome.setup_error, None, "{case}");
         assert!(outcome.first_failure().is_none(), "{case}");
     }

@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 
 use layercheck::harness::evaluate::evaluate;
-use layercheck::harness::matrix::Matrix;
-use layercheck::harness::outcome::CaseOutcome;
-use layercheck::harness::update::UpdateMode;
+use layercheck_suite::matrix::Matrix;
+use layercheck_suite::outcome::CaseOutcome;
+use layercheck_suite::update::UpdateMode;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,8 +70,8 @@ fn a_fault_injected_in_fms_is_found_where_it_is() {
         let keys: Vec<&str> = o.layers.iter().map(|l| l.key.as_str()).collect();
         let at = keys.iter().position(|k| *k == dense).unwrap();
         match case.feed {
-            layercheck::harness::test_name::Feed::Isolated => assert_eq!(bad, [dense], "{case}"),
-            layercheck::harness::test_name::Feed::Cumulative => {
+            layercheck_suite::test_name::Feed::Isolated => assert_eq!(bad, [dense], "{case}"),
+            layercheck_suite::test_name::Feed::Cumulative => {
                 assert_eq!(bad.first().map(String::as_str), Some(dense), "{case}: {bad:?}");
                 assert!(bad.iter().all(|k| keys.iter().position(|x| x == k).unwrap() >= at), "{case}: {bad:?}");
                 assert!(bad.len() >= 15, "{case}: {bad:?}");

@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 
 use layercheck::formats::case::SeedCase;
 use layercheck::formats::compact::{CompactRecord, CompactWriter};
-use layercheck::harness::outcome::{CaseOutcome, LayerOutcome};
-use layercheck::harness::matrix::Margins;
-use layercheck::harness::verdict::{check, Bounds, Observation};
+use layercheck_suite::outcome::{CaseOutcome, LayerOutcome};
+use layercheck_suite::matrix::Margins;
+use layercheck_suite::verdict::{check, Bounds, Observation};
 use layercheck::hooks::{LayerModule, ModuleKey};
 use layercheck::metrics::LayerSummary;
 use layercheck::report::{write_case_report, PLOT_SIZE};

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use layercheck::capture::Capture;
 use layercheck::harness::evaluate::evaluate;
-use layercheck::harness::matrix::Matrix;
-use layercheck::harness::outcome::CaseOutcome;
-use layercheck::harness::update::UpdateMode;
+use layercheck_suite::matrix::Matrix;
+use layercheck_suite::outcome::CaseOutcome;
+use layercheck_suite::update::UpdateMode;
 use layercheck_suite::attribution::Attribution;
 
 fn root() -> PathBuf {

@@ -286,8 +286,8 @@ fn the_thresholds_command() {
 #[test]
 fn the_shipped_thresholds_pass_a_healthy_f16_run_at_another_shape() {
     use layercheck::harness::evaluate::evaluate;
-    use layercheck::harness::matrix::Matrix;
-    use layercheck::harness::update::UpdateMode;
+    use layercheck_suite::matrix::Matrix;
+    use layercheck_suite::update::UpdateMode;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let golden = tempfile::tempdir().unwrap();
@@ -331,8 +331,8 @@ max_new_tokens = [2]
 fn per_shape_thresholds_from_seed_csvs_pass_a_healthy_f16_run() {
     use layercheck::capture::Mode;
     use layercheck::harness::evaluate::evaluate;
-    use layercheck::harness::matrix::Matrix;
-    use layercheck::harness::update::UpdateMode;
+    use layercheck_suite::matrix::Matrix;
+    use layercheck_suite::update::UpdateMode;
     use layercheck::metrics_run::{generate, InputSource, MetricsFormat, MetricsRunOptions};
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use layercheck::harness::golden::GoldenStore;
-use layercheck::harness::test_name::{CaseId, TestName};
+use layercheck_suite::test_name::{CaseId, TestName};
 
 /// The model folder the benchmarks use, or the line to print when it is absent.
 pub fn smollm2(root: &Path, what: &str) -> Result<PathBuf, String> {

@@ -1,7 +1,7 @@
 //! The `--rtol` / `--atol` flags of the subcommands that judge layers against a thresholds file
 //! (`report --compact`, `compare`), and their validation.
 
-use layercheck::harness::matrix::Margins;
+use layercheck_suite::matrix::Margins;
 
 /// How far past a threshold a layer may go (deepview's defaults); only with `--thresholds`.
 #[derive(Debug, clap::Args)]

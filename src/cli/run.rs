@@ -4,10 +4,10 @@
 //! per-layer test suite (`cargo test --test layers`) checks the same cases, one test per layer.
 
 use layercheck::harness::evaluate::evaluate;
-use layercheck::harness::outcome::CaseOutcome;
-use layercheck::harness::update::UpdateMode;
-use layercheck::harness::matrix::{Margins, Matrix};
-use layercheck::harness::verdict::Bounds;
+use layercheck_suite::outcome::CaseOutcome;
+use layercheck_suite::update::UpdateMode;
+use layercheck_suite::matrix::{Margins, Matrix};
+use layercheck_suite::verdict::Bounds;
 use layercheck::report::{layer_views, CaseResults};
 
 #[derive(Debug, clap::Args)]

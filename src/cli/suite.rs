@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use layercheck::harness::evaluate::evaluate;
-use layercheck::harness::matrix::Matrix;
-use layercheck::harness::test_name::CaseId;
-use layercheck::harness::update::UpdateMode;
+use layercheck_suite::matrix::Matrix;
+use layercheck_suite::test_name::CaseId;
+use layercheck_suite::update::UpdateMode;
 use layercheck::hooks::ModuleKey;
 
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use layercheck::harness::matrix::Margins;
+use layercheck_suite::matrix::Margins;
 use layercheck::thresholds::{self, ThresholdsOptions};
 
 use super::progress::Bar;

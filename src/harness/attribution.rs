@@ -4,9 +4,9 @@
 //! green case. A case already in the isolated feed needs none: its failures are all introduced.
 
 use layercheck_suite::attribution::{all_introduced, classify};
-use super::matrix::TargetSpec;
-use super::outcome::LayerOutcome;
-use super::test_name::{CaseId, Feed};
+use layercheck_suite::matrix::TargetSpec;
+use layercheck_suite::outcome::LayerOutcome;
+use layercheck_suite::test_name::{CaseId, Feed};
 use crate::capture::RecordSource;
 
 /// Classifies `layers`' failures with `rerun` (the target's judged layers for the isolated twin

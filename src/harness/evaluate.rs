@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use tch::Tensor;
 
-use super::file_lock::{lock_path, FileLock};
+use layercheck_suite::file_lock::{lock_path, FileLock};
 use super::golden::{GoldenStore, Provenance};
 use super::judge::{Judge, JudgingListener};
-use super::matrix::{Matrix, ModelEntry, ReferenceKind, TargetSpec};
-use super::outcome::{CaseOutcome, LayerOutcome};
+use layercheck_suite::matrix::{Matrix, ModelEntry, ReferenceKind, TargetSpec};
+use layercheck_suite::outcome::{CaseOutcome, LayerOutcome};
 use super::target_listener::{Fault, GoldenInputs, TargetListener};
-use super::test_name::{CaseId, Feed};
-use super::update::{regenerate_command, run_id, UpdateMode};
+use layercheck_suite::test_name::{CaseId, Feed};
+use layercheck_suite::update::{regenerate_command, run_id, UpdateMode};
 use super::attribution::attribute;
 use crate::capture::{parse_record_name, Capture, Mode, RecordSource, Recorder};
 use crate::capture_reader::CaptureReader;
@@ -391,7 +391,7 @@ fn check_fault(matrix: &Matrix, case: &CaseId, fault: Option<&Fault>, keys: &[Mo
             keys.iter().filter_map(|k| match k { ModuleKey::Layer(i, _) => Some(*i + 1), _ => None }).max().unwrap_or(0),
             case.target,
             keys.get(keys.len() / 2).map_or("model.head".to_string(), |k| k.to_string()),
-            std::env::var("LAYERCHECK_MATRIX").unwrap_or_else(|_| matrix.root.join(crate::harness::matrix::MATRIX_FILE).display().to_string()),
+            std::env::var("LAYERCHECK_MATRIX").unwrap_or_else(|_| matrix.root.join(layercheck_suite::matrix::MATRIX_FILE).display().to_string()),
         )),
         _ => Ok(()),
     }

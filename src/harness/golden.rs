@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 use tch::Tensor;
 
-use super::matrix::GOLDEN_DIR_VAR;
-use super::test_name::CaseId;
-pub use super::update::{UpdateMode, UPDATE_VAR};
+use layercheck_suite::matrix::GOLDEN_DIR_VAR;
+use layercheck_suite::test_name::CaseId;
+pub use layercheck_suite::update::{UpdateMode, UPDATE_VAR};
 use crate::capture::{Capture, CaptureError, Mode, RecordSource};
 use crate::capture_reader::CaptureReader;
 
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn one_file_per_reference_run() {
         let store = GoldenStore::new("golden");
-        let case: CaseId = "m::cpu-f16::gen::iso::b2::s8::n4::summary".parse::<super::super::test_name::TestName>().unwrap().case;
+        let case: CaseId = "m::cpu-f16::gen::iso::b2::s8::n4::summary".parse::<layercheck_suite::test_name::TestName>().unwrap().case;
         assert_eq!(store.path(&case), PathBuf::from("golden/m/gen-b2-s8-n4.safetensors"));
     }
 
@@ -216,7 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (golden, manifests) = (dir.path().join("cache"), dir.path().join("manifests"));
         std::fs::create_dir_all(&manifests).unwrap();
-        let case: CaseId = "m::cpu-f16::fwd::b1::s4::summary".parse::<super::super::test_name::TestName>().unwrap().case;
+        let case: CaseId = "m::cpu-f16::fwd::b1::s4::summary".parse::<layercheck_suite::test_name::TestName>().unwrap().case;
         let provenance = Provenance { config_sha256: "c".into(), weights_sha256: "w".into(), input_ids_sha256: "i".into() };
         let meta = std::collections::HashMap::from([
             ("target".to_string(), "cpu-f32".to_string()),

@@ -8,11 +8,11 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-use super::location::ErrorLocation;
-use super::matrix::Margins;
-use super::outcome::LayerOutcome;
+use layercheck_suite::location::ErrorLocation;
+use layercheck_suite::matrix::Margins;
+use layercheck_suite::outcome::LayerOutcome;
 use super::target_listener::TargetListener;
-use super::verdict::{check, Bounds};
+use layercheck_suite::verdict::{check, Bounds};
 use crate::capture::RecordSource;
 use crate::hooks::{Listener, ModuleKey};
 use crate::metrics::{MetricsError, Rows};

@@ -11,4 +11,3 @@ pub mod golden;
 pub mod judge;
 pub mod target_listener;
 
-pub use layercheck_suite::{file_lock, location, matrix, message, outcome, test_name, update, verdict};

@@ -77,8 +77,8 @@ pub const SUMMARY_FIELDS: [&str; 18] = [
 
 impl LayerSummary {
     /// What the suite's verdict sees of this summary: batch item `item` of record `record`.
-    pub fn observation(&self, record: &str, item: usize) -> crate::harness::verdict::Observation {
-        crate::harness::verdict::Observation {
+    pub fn observation(&self, record: &str, item: usize) -> layercheck_suite::verdict::Observation {
+        layercheck_suite::verdict::Observation {
             record: record.to_string(),
             item,
             abs_diff_l2: self.abs_diff_l2(),

@@ -5,8 +5,8 @@
 
 use crate::formats::case::strip_iter;
 use crate::formats::compact::CompactFile;
-use crate::harness::matrix::Margins;
-use crate::harness::verdict::check;
+use layercheck_suite::matrix::Margins;
+use layercheck_suite::verdict::check;
 use crate::metrics::LayerSummary;
 use crate::thresholds::{bounds_for, logits_bounds_for, BoundsOf, ThresholdsFile};
 use layercheck_suite::logits::{LogitsOutcome, DEFAULT_FAILURE_RATE};

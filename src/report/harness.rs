@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::{write_case_report, ReportError, MARKDOWN_FILE};
-use crate::harness::outcome::CaseOutcome;
-use crate::harness::matrix::Margins;
+use layercheck_suite::outcome::CaseOutcome;
+use layercheck_suite::matrix::Margins;
 
 pub use layercheck_suite::report_dir::REPORT_DIR_VAR;
 

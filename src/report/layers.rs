@@ -1,8 +1,8 @@
 //! What a report shows of each layer: its worst observations, its thresholds plus margin, how much
 //! of that allowance it used, its verdict and its sub-module group.
 
-use crate::harness::matrix::Margins;
-use crate::harness::verdict::{allowed, Bounds};
+use layercheck_suite::matrix::Margins;
+use layercheck_suite::verdict::{allowed, Bounds};
 use crate::hooks::{LayerModule, ModuleKey};
 
 use super::results::{CaseResults, LayerResults};
@@ -263,7 +263,7 @@ pub fn worst_layers(views: &[LayerView], n: usize) -> Vec<&LayerView> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::verdict::{check, Observation};
+    use layercheck_suite::verdict::{check, Observation};
 
     #[test]
     fn groups_and_labels_follow_the_module_key() {

@@ -4,7 +4,7 @@
 
 use super::markdown::sci;
 use super::results::CaseResults;
-use crate::harness::matrix::Margins;
+use layercheck_suite::matrix::Margins;
 use layercheck_suite::message::top1_words;
 
 /// The section's lead sentence and bullet lines, or `None` when the case has no logits.

@@ -84,8 +84,8 @@ pub use results::{CaseResults, LayerResults, RecordResult, RESULTS_FORMAT};
 
 use crate::formats::atomic::{write_file, AtomicWriteError, Replace};
 use crate::formats::compact::{CompactError, CompactFile};
-use crate::harness::outcome::CaseOutcome;
-use crate::harness::matrix::Margins;
+use layercheck_suite::outcome::CaseOutcome;
+use layercheck_suite::matrix::Margins;
 use crate::thresholds::{ThresholdsError, ThresholdsFile};
 
 /// File names inside a case's report folder.

@@ -328,8 +328,8 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, data: &PlotDat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::matrix::Margins;
-    use crate::harness::outcome::CaseOutcome;
+    use layercheck_suite::matrix::Margins;
+    use layercheck_suite::outcome::CaseOutcome;
     use crate::report::layers::layer_views;
 
     /// A case that could not be computed has no layers; its plot must not say PASS.

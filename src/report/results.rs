@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::layers::Submodule;
 use layercheck_suite::attribution::Attribution;
 use layercheck_suite::logits::{LogitsBounds, LogitsOutcome, TokenLogits};
-use crate::harness::location::{ChannelShare, ErrorLocation, TokenError};
-use crate::harness::outcome::CaseOutcome;
-use crate::harness::matrix::Margins;
-use crate::harness::verdict::{Bounds, CosRule, Failure, Observation};
+use layercheck_suite::location::{ChannelShare, ErrorLocation, TokenError};
+use layercheck_suite::outcome::CaseOutcome;
+use layercheck_suite::matrix::Margins;
+use layercheck_suite::verdict::{Bounds, CosRule, Failure, Observation};
 
 /// The `format` of the first line of `results.jsonl`.
 pub const RESULTS_FORMAT: &str = "layercheck-results/1";
@@ -133,7 +133,7 @@ impl CaseResults {
         let bounds = layer.bounds.filter(|_| self.margins.is_some());
         let (bounds_json, allowed_json) = match (bounds, self.margins) {
             (Some(b), Some(m)) => {
-                let allowed = crate::harness::verdict::allowed(&b, &m);
+                let allowed = layercheck_suite::verdict::allowed(&b, &m);
                 (
                     Some(PairJson { abs_diff_l2: nf.opt("bounds.abs_diff_l2", b.abs_diff_l2), cos_mean: nf.opt("bounds.cos_mean", b.cos_mean) }),
                     Some(PairJson { abs_diff_l2: nf.opt("allowed.abs_diff_l2", allowed.abs_diff_l2), cos_mean: nf.opt("allowed.cos_mean", allowed.cos_mean) }),
@@ -494,8 +494,8 @@ struct FailureJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::outcome::LayerOutcome;
-    use crate::harness::verdict::check;
+    use layercheck_suite::outcome::LayerOutcome;
+    use layercheck_suite::verdict::check;
 
     fn obs(record: &str, abs: f64, cos: f64) -> Observation {
         Observation { record: record.into(), item: 0, abs_diff_l2: abs, abs_diff_max: abs / 4.0, cos_mean: cos, cos_min: cos - 1e-4, worst_token: 2, target_nonfinite: 0, reference_nonfinite: 0 }

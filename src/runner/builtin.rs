@@ -8,7 +8,7 @@ use super::request::{Request, RequestKinds};
 use crate::capture::{Capture, CaptureError, Recorder};
 use crate::capture_reader::CaptureReader;
 use crate::harness::target_listener::{Fault, GoldenInputs, TargetListener};
-use crate::harness::test_name::Feed;
+use layercheck_suite::test_name::Feed;
 use crate::inputs::TokenBatch;
 use crate::model::{DecoderModel, ModelError};
 use crate::run::{self, RunSpec};

@@ -14,7 +14,7 @@ use tch::Kind;
 
 use crate::capture::{Mode, RecordSource};
 use crate::harness::golden::GoldenStore;
-use crate::harness::test_name::{CaseId, Feed};
+use layercheck_suite::test_name::{CaseId, Feed};
 use crate::inputs::TokenBatch;
 use crate::model::AttentionMask;
 use request::{Request, REQUEST_FORMAT};

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::capture::Mode;
-use crate::harness::test_name::Feed;
+use layercheck_suite::test_name::Feed;
 use crate::model::AttentionMask;
 
 /// The value of a request's `format` field.

@@ -18,7 +18,7 @@
 //! hold, is read the same way: `1 - (c - 1)`.
 
 use super::{MetricThresholds, ThresholdsFile};
-use crate::harness::verdict::{Bounds, CosRule};
+use layercheck_suite::verdict::{Bounds, CosRule};
 use layercheck_suite::logits::{LogitsBounds, TEST_DECODERS_DEFAULTS};
 
 /// The bounds of a layer, by file key.
@@ -81,8 +81,8 @@ pub fn logits_bounds_for(file: &ThresholdsFile, source: &str, failure_rate: f64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::matrix::Margins;
-    use crate::harness::verdict::{check, Observation};
+    use layercheck_suite::matrix::Margins;
+    use layercheck_suite::verdict::{check, Observation};
 
     fn pooled(cos: &str) -> ThresholdsFile {
         let text = format!(r#"{{"model_id": "m", "abs_diff": {{"model.head": 0.5}}, "cos_sim_avg": {{"model.head": {cos}}}}}"#);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::file::{MetricThresholds, ThresholdsFile};
 use super::false_failures::{choose_headroom, FalseFailureEstimate, PromptObservations};
 use super::logits::LogitsPool;
-use crate::harness::matrix::Margins;
+use layercheck_suite::matrix::Margins;
 use super::per_shape::{observation_len, Observations, PerShapeThresholds, ShapeThresholds};
 use super::percentile::percentile_linear;
 use super::{Progress, ThresholdsError};

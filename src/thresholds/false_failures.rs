@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use super::percentile::percentile_linear;
 use crate::formats::py_json::PyJson;
-use crate::harness::matrix::Margins;
+use layercheck_suite::matrix::Margins;
 
 /// The headrooms [`choose_headroom`] tries, in order.
 pub const HEADROOM_LADDER: [f64; 10] = [1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0];
