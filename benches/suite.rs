@@ -30,7 +30,7 @@ fn cargo(root: &Path, args: &[&str], matrix: &Path, extra: &[(&str, &str)]) -> (
 /// The target's bare work for the case: load the cpu-f16 model, run its forward on the case's
 /// prompt with no hooks, read the golden file whole.
 fn bare_child(root: &Path, model: &Path, golden: &Path) {
-    let batch = layercheck::harness::evaluate::case_batch(model, &root.join("thresholds/prompts/tiny-baseline.txt"), 1, 64).expect("the case's prompt");
+    let batch = layercheck::compute::evaluate::case_batch(model, &root.join("thresholds/prompts/tiny-baseline.txt"), 1, 64).expect("the case's prompt");
     let m = layercheck::model::DecoderModel::load(model, "cpu-f16".parse().expect("a target")).expect("SmolLM2 loads");
     let _ = tch::no_grad(|| m.forward(&batch.to_tensor(), layercheck::model::AttentionMask::AttendPads, &mut layercheck::hooks::Hooks::none()));
     let _ = std::fs::read(golden).expect("golden readable");

@@ -14,7 +14,7 @@ pub mod capture;
 pub mod capture_reader;
 pub mod tensor_reader;
 pub mod run;
-pub mod harness;
+pub mod compute;
 pub mod formats;
 pub mod metrics;
 pub mod thresholds;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use layercheck::capture::RecordSource;
 use layercheck::capture_reader::CaptureReader;
-use layercheck::harness::golden::{manifest_name, MANIFEST_SHA_LINE, TENSORS_SHA256};
+use layercheck::compute::golden::{manifest_name, MANIFEST_SHA_LINE, TENSORS_SHA256};
 use layercheck_suite::matrix::Matrix;
 use tch::Kind;
 

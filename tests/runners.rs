@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use layercheck::capture::Capture;
-use layercheck::harness::evaluate::evaluate;
+use layercheck::compute::evaluate::evaluate;
 use layercheck_suite::matrix::Matrix;
 use layercheck_suite::outcome::CaseOutcome;
 use layercheck_suite::update::UpdateMode;
@@ -157,7 +157,7 @@ fn attribution_is_unavailable_without_golden_inputs_and_for_pre_recorded_capture
     let case = &m.cases[0];
     let golden_path = root().join("golden/tiny-granite/fwd-b1-s32.safetensors");
     let golden = Capture::read(&golden_path).unwrap();
-    let batch = layercheck::harness::evaluate::case_batch(&root().join("models/tiny-granite"), &root().join("tests/fixtures/prompts/tiny.txt"), 1, 32).unwrap();
+    let batch = layercheck::compute::evaluate::case_batch(&root().join("models/tiny-granite"), &root().join("tests/fixtures/prompts/tiny.txt"), 1, 32).unwrap();
     let request = layercheck::runner::request_for(case, &root().join("models/tiny-granite"), &batch, layercheck::model::AttentionMask::AttendPads, &golden, &golden_path).unwrap();
     let request_file = dir.path().join("request.json");
     request.write(&request_file).unwrap();
@@ -269,7 +269,7 @@ fn captures_targets_read_files_in_the_golden_layout_and_check_them() {
     // A faithful dump: what the builtin cpu-f16 target computes for the case's request.
     let request_file = dir.path().join("request.json");
     let golden = Capture::read(&root().join("golden/tiny-granite/fwd-b1-s32.safetensors")).unwrap();
-    let batch = layercheck::harness::evaluate::case_batch(&root().join("models/tiny-granite"), &root().join("tests/fixtures/prompts/tiny.txt"), 1, 32).unwrap();
+    let batch = layercheck::compute::evaluate::case_batch(&root().join("models/tiny-granite"), &root().join("tests/fixtures/prompts/tiny.txt"), 1, 32).unwrap();
     let request = layercheck::runner::request_for(case, &root().join("models/tiny-granite"), &batch, layercheck::model::AttentionMask::AttendPads, &golden, &root().join("golden/tiny-granite/fwd-b1-s32.safetensors")).unwrap();
     request.write(&request_file).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_layercheck")).args(["capture", "--target", "cpu-f16", "--request"]).arg(&request_file).arg("--out").arg(&path).status().unwrap();

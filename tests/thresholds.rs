@@ -285,7 +285,7 @@ fn the_thresholds_command() {
 /// temporary folder.
 #[test]
 fn the_shipped_thresholds_pass_a_healthy_f16_run_at_another_shape() {
-    use layercheck::harness::evaluate::evaluate;
+    use layercheck::compute::evaluate::evaluate;
     use layercheck_suite::matrix::Matrix;
     use layercheck_suite::update::UpdateMode;
 
@@ -330,7 +330,7 @@ max_new_tokens = [2]
 #[test]
 fn per_shape_thresholds_from_seed_csvs_pass_a_healthy_f16_run() {
     use layercheck::capture::Mode;
-    use layercheck::harness::evaluate::evaluate;
+    use layercheck::compute::evaluate::evaluate;
     use layercheck_suite::matrix::Matrix;
     use layercheck_suite::update::UpdateMode;
     use layercheck::metrics_run::{generate, InputSource, MetricsFormat, MetricsRunOptions};

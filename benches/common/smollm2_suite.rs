@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layercheck::harness::golden::GoldenStore;
+use layercheck::compute::golden::GoldenStore;
 use layercheck_suite::test_name::{CaseId, TestName};
 
 /// The model folder the benchmarks use, or the line to print when it is absent.

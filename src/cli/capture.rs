@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use layercheck::capture::{Mode, Recorder};
 use layercheck::formats::atomic::Replace;
-use layercheck::harness::target_listener::Fault;
+use layercheck::compute::target_listener::Fault;
 use layercheck::runner::builtin;
 use layercheck::runner::request::Request;
 use layercheck::inputs::{read_prompts, TokenBatch, Tokenizer};

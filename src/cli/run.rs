@@ -3,7 +3,7 @@
 //! case, each layer's worst metrics against its thresholds and the first layer that fails. The
 //! per-layer test suite (`cargo test --test layers`) checks the same cases, one test per layer.
 
-use layercheck::harness::evaluate::evaluate;
+use layercheck::compute::evaluate::evaluate;
 use layercheck_suite::outcome::CaseOutcome;
 use layercheck_suite::update::UpdateMode;
 use layercheck_suite::matrix::{Margins, Matrix};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use layercheck::harness::evaluate::evaluate;
+use layercheck::compute::evaluate::evaluate;
 use layercheck_suite::matrix::Matrix;
 use layercheck_suite::test_name::CaseId;
 use layercheck_suite::update::UpdateMode;

@@ -7,7 +7,7 @@ use tch::Tensor;
 use super::request::{Request, RequestKinds};
 use crate::capture::{Capture, CaptureError, Recorder};
 use crate::capture_reader::CaptureReader;
-use crate::harness::target_listener::{Fault, GoldenInputs, TargetListener};
+use crate::compute::target_listener::{Fault, GoldenInputs, TargetListener};
 use layercheck_suite::test_name::Feed;
 use crate::inputs::TokenBatch;
 use crate::model::{DecoderModel, ModelError};

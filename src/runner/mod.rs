@@ -1,5 +1,5 @@
 //! Runners: what produces a case's target run. `builtin` is layercheck's own tch decoders
-//! (src/harness/evaluate.rs runs it in process); `command` an external program answering a
+//! (src/compute/evaluate.rs runs it in process); `command` an external program answering a
 //! request file with a capture file; `captures` pre-recorded capture files in the golden layout.
 //! Whatever an external runner returns is checked ([`check`]) before any record is compared.
 
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tch::Kind;
 
 use crate::capture::{Mode, RecordSource};
-use crate::harness::golden::GoldenStore;
+use crate::compute::golden::GoldenStore;
 use layercheck_suite::test_name::{CaseId, Feed};
 use crate::inputs::TokenBatch;
 use crate::model::AttentionMask;

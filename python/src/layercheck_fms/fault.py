@@ -1,5 +1,5 @@
 """A deterministic perturbation of one module's output, exactly as layercheck's fault targets make
-it (src/harness/target_listener.rs): `out + amplitude * rms(out) * sin(arange(numel)).view(shape)`,
+it (src/compute/target_listener.rs): `out + amplitude * rms(out) * sin(arange(numel)).view(shape)`,
 computed in float32 and cast back, at every forward call of the module."""
 
 from __future__ import annotations
