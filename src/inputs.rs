@@ -110,6 +110,29 @@ impl TokenBatch {
     }
 }
 
+/// Prompts with their token counts (special tokens included, as a batch holds them).
+pub struct CountedPrompts(Vec<(String, usize)>);
+
+impl CountedPrompts {
+    /// Counts each prompt's tokens with `tokenizer`.
+    pub fn count(prompts: Vec<String>, tokenizer: &Tokenizer) -> Result<Self, InputError> {
+        let counted = prompts.into_iter().map(|p| tokenizer.encode(&p).map(|ids| (p, ids.len()))).collect::<Result<_, _>>()?;
+        Ok(CountedPrompts(counted))
+    }
+
+    /// The one rule by which the suite's cases and `generate` pick prompts: of the prompts that
+    /// fit `seq_len` tokens, in file order, the `k`-th run of `batch_size` (batch 0: the first
+    /// `batch_size` that fit). `Err` holds how many fit when there are too few.
+    pub fn batch(&self, batch_size: usize, seq_len: usize, k: usize) -> Result<Vec<String>, usize> {
+        let fitting: Vec<&String> = self.0.iter().filter(|(_, n)| *n <= seq_len).map(|(p, _)| p).collect();
+        let chosen: Vec<String> = fitting.iter().skip(k * batch_size).take(batch_size).map(|p| p.to_string()).collect();
+        if chosen.len() < batch_size {
+            return Err(fitting.len());
+        }
+        Ok(chosen)
+    }
+}
+
 /// Reads prompts: a JSON list of strings (`.json`), or one prompt per non-empty line.
 pub fn read_prompts(path: &Path) -> Result<Vec<String>, InputError> {
     let text = std::fs::read_to_string(path).map_err(|source| InputError::Io { path: path.to_path_buf(), source })?;
@@ -164,5 +187,20 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[i64]) -> Result<String, InputError> {
         let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
         self.inner.decode(&ids, true).map_err(|e| InputError::Tokenizer { path: self.path.clone(), problem: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_k_is_the_k_th_run_of_prompts_that_fit() {
+        let counted = CountedPrompts(vec![("a".into(), 3), ("long".into(), 9), ("b".into(), 2), ("c".into(), 5), ("d".into(), 1)]);
+        assert_eq!(counted.batch(2, 5, 0), Ok(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(counted.batch(2, 5, 1), Ok(vec!["c".to_string(), "d".to_string()]));
+        assert_eq!(counted.batch(2, 5, 2), Err(4), "four fit, batch 2 needs six");
+        assert_eq!(counted.batch(1, 9, 1), Ok(vec!["long".to_string()]));
+        assert_eq!(counted.batch(3, 2, 0), Err(2));
     }
 }

@@ -16,7 +16,7 @@ use crate::formats::case::SeedCase;
 use crate::formats::compact::{compact_file_name_tagged, CompactFile, CompactLogits, CompactWriter, SUFFIX as COMPACT_SUFFIX};
 use crate::formats::atomic::{move_new_files, remove_stale_temporaries, temp_builder, AtomicWriteError};
 use crate::formats::seed_csv::{seed_csv_path, write_layer_csvs, SeedMetric};
-use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
+use crate::inputs::{read_prompts, CountedPrompts, TokenBatch, Tokenizer};
 use crate::model::{AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
 use crate::progress::Progress;
@@ -137,7 +137,7 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Gen
 enum LoadedInputs<'a> {
     ShareGpt(ShareGptPool),
     /// The prompts file and its prompts with their token counts.
-    Prompts(&'a Path, Vec<(String, usize)>),
+    Prompts(&'a Path, CountedPrompts),
     Ids(&'a Path),
 }
 
@@ -147,8 +147,7 @@ impl<'a> LoadedInputs<'a> {
             InputSource::ShareGpt(path) => LoadedInputs::ShareGpt(ShareGptPool::load(path, tokenizer.inner()).map_err(setup)?),
             InputSource::Prompts(path) => {
                 let prompts = read_prompts(path).map_err(setup)?;
-                let counted = prompts.into_iter().map(|p| tokenizer.encode(&p).map(|ids| (p, ids.len()))).collect::<Result<_, _>>().map_err(setup)?;
-                LoadedInputs::Prompts(path, counted)
+                LoadedInputs::Prompts(path, CountedPrompts::count(prompts, tokenizer).map_err(setup)?)
             }
             InputSource::Ids(path) => LoadedInputs::Ids(path),
         })
@@ -173,16 +172,13 @@ impl<'a> LoadedInputs<'a> {
             }
             LoadedInputs::ShareGpt(pool) => TokenBatch::from_rows(pool.batch(b, s).map_err(setup)?.ids).map_err(setup),
             LoadedInputs::Prompts(path, prompts) => {
-                let fitting: Vec<&String> = prompts.iter().filter(|(_, n)| *n <= s).map(|(p, _)| p).collect();
-                let chosen: Vec<String> = fitting.iter().skip(k * b).take(b).map(|p| p.to_string()).collect();
-                if chosen.len() < b {
-                    return Err(setup(format!(
-                        "{}: {} prompt(s) fit in {s} tokens; batch {k} of size {b} needs {}\n(hint: add prompts, lower --prompt-batches or raise --seq_lengths)",
+                let chosen = prompts.batch(b, s, k).map_err(|fitting| {
+                    setup(format!(
+                        "{}: {fitting} prompt(s) fit in {s} tokens; batch {k} of size {b} needs {}\n(hint: add prompts, lower --prompt-batches or raise --seq_lengths)",
                         path.display(),
-                        fitting.len(),
                         (k + 1) * b
-                    )));
-                }
+                    ))
+                })?;
                 TokenBatch::from_prompts(&chosen, tokenizer, Some(s), path).map_err(setup)
             }
         }

@@ -19,7 +19,7 @@ use super::attribution::attribute;
 use crate::capture::{parse_record_name, Capture, Mode, RecordSource, Recorder};
 use crate::capture_reader::CaptureReader;
 use crate::hooks::ModuleKey;
-use crate::inputs::{read_prompts, TokenBatch, Tokenizer};
+use crate::inputs::{read_prompts, CountedPrompts, TokenBatch, Tokenizer};
 use crate::model::{weights_sha256, AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
 use crate::runner::check::check_capture;
@@ -47,23 +47,10 @@ pub fn evaluate(matrix: &Matrix, case: &CaseId, stop_after: Option<ModuleKey>, u
 pub fn case_batch(model_dir: &Path, prompts_file: &Path, batch_size: usize, seq_len: usize) -> SetupResult<TokenBatch> {
     let tokenizer = Tokenizer::load(model_dir).map_err(|e| e.to_string())?;
     let prompts = read_prompts(prompts_file).map_err(|e| e.to_string())?;
-    let mut chosen = Vec::new();
-    for p in &prompts {
-        let n = tokenizer.encode(p).map_err(|e| e.to_string())?.len();
-        if n <= seq_len {
-            chosen.push(p.clone());
-        }
-        if chosen.len() == batch_size {
-            break;
-        }
-    }
-    if chosen.len() < batch_size {
-        return Err(format!(
-            "{}: only {} prompt(s) fit in {seq_len} tokens, the case needs {batch_size}\n(hint: add shorter prompts or use a longer sequence length)",
-            prompts_file.display(),
-            chosen.len()
-        ));
-    }
+    let counted = CountedPrompts::count(prompts, &tokenizer).map_err(|e| e.to_string())?;
+    let chosen = counted.batch(batch_size, seq_len, 0).map_err(|fitting| {
+        format!("{}: only {fitting} prompt(s) fit in {seq_len} tokens, the case needs {batch_size}\n(hint: add shorter prompts or use a longer sequence length)", prompts_file.display())
+    })?;
     TokenBatch::from_prompts(&chosen, &tokenizer, Some(seq_len), prompts_file).map_err(|e| e.to_string())
 }
 
