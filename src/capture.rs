@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use crate::formats::atomic::Replace;
+use layercheck_suite::atomic::Replace;
 use crate::hooks::{Listener, ModuleKey};
 use crate::tensor_file::{self, TensorFile, TensorFileError};
 

@@ -14,7 +14,7 @@ use crate::hooks::ModuleKey;
 use layercheck_suite::logits::DEFAULT_TOP_K;
 use crate::formats::case::SeedCase;
 use crate::formats::compact::{compact_file_name_tagged, CompactFile, CompactLogits, CompactWriter, SUFFIX as COMPACT_SUFFIX};
-use crate::formats::atomic::{move_new_files, remove_stale_temporaries, temp_builder, AtomicWriteError};
+use layercheck_suite::atomic::{move_new_files, remove_stale_temporaries, temp_builder, AtomicWriteError};
 use crate::formats::seed_csv::{seed_csv_path, write_layer_csvs, SeedMetric};
 use crate::inputs::{read_prompts, CountedPrompts, TokenBatch, Tokenizer};
 use crate::model::{AttentionMask, DecoderModel};
@@ -213,7 +213,7 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
     // Seed CSV files go to a temporary folder first and are moved into place together once all
     // are written, so a failure or a kill never leaves part of a case (which would block a rerun
     // and be read by `thresholds` as if complete). A killed run's folder is removed by the next
-    // write into `output_path` (see `formats::atomic`).
+    // write into `output_path` (see `layercheck_suite::atomic`).
     let staging = match opts.format {
         MetricsFormat::SeedCsv => {
             remove_stale_temporaries(&opts.output_path);

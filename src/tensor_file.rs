@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, View};
 use tch::{Device, Kind, Tensor};
 
-use crate::formats::atomic::{write_file, AtomicWriteError, Replace};
+use layercheck_suite::atomic::{write_file, AtomicWriteError, Replace};
 
 /// Why a tensor file could not be read or written.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use layercheck::capture::{Mode, Recorder};
-use layercheck::formats::atomic::Replace;
+use layercheck_suite::atomic::Replace;
 use layercheck::compute::target_listener::Fault;
 use layercheck::runner::builtin;
 use layercheck::runner::request::Request;

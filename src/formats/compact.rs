@@ -63,7 +63,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{write_file, AtomicWriteError, Replace};
+use layercheck_suite::atomic::{write_file, AtomicWriteError, Replace};
 use super::case::{file_key, SeedCase};
 use crate::metrics::{Comparison, LayerSummary, SUMMARY_FIELDS};
 use layercheck_suite::logits::TokenLogits;

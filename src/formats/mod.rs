@@ -10,7 +10,6 @@
 //! - [`safetensors_offsets`]: tensor offsets checked against the file's length before the
 //!   `safetensors` crate reads a file.
 
-pub mod atomic;
 pub mod case;
 pub mod compact;
 pub mod metric_files;

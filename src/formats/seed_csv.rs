@@ -28,7 +28,7 @@ use std::str::FromStr;
 
 use tch::{Device, Kind, Tensor};
 
-use super::atomic::{write_file, AtomicWriteError, Replace};
+use layercheck_suite::atomic::{write_file, AtomicWriteError, Replace};
 use super::case::{file_key, SeedCase};
 use super::py_float;
 use crate::metrics::Comparison;

@@ -82,7 +82,7 @@ pub use html::render_html;
 pub use plot::{render_png, render_svg, PLOT_SIZE};
 pub use results::{CaseResults, LayerResults, RecordResult, RESULTS_FORMAT};
 
-use crate::formats::atomic::{write_file, AtomicWriteError, Replace};
+use layercheck_suite::atomic::{write_file, AtomicWriteError, Replace};
 use crate::formats::compact::{CompactError, CompactFile};
 use layercheck_suite::outcome::CaseOutcome;
 use layercheck_suite::matrix::Margins;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::per_shape::{PerShapeThresholds, PER_SHAPE_KEY};
 use super::ThresholdsError;
-use crate::formats::atomic::{write_file, Replace};
+use layercheck_suite::atomic::{write_file, Replace};
 use crate::formats::py_json::PyJson;
 
 /// One metric's thresholds.

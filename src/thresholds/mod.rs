@@ -58,7 +58,7 @@ pub use logits::LogitsThresholds;
 pub use per_shape::{LayerThresholds, PerShapeThresholds, ShapeThresholds};
 pub use percentile::percentile_linear;
 
-use crate::formats::atomic::AtomicWriteError;
+use layercheck_suite::atomic::AtomicWriteError;
 use crate::formats::compact::CompactError;
 use crate::formats::metric_files::MetricFilesError;
 use crate::formats::py_json::PyJsonError;

@@ -5,6 +5,7 @@
 //! nextest, running a process per test, would pay hundreds of times); they ask the `layercheck`
 //! binary to compute each case once (`compute`) and share its outcome (`case_cache`).
 
+pub mod atomic;
 pub mod attribution;
 pub mod case_cache;
 pub mod compute;

@@ -2,7 +2,6 @@
 //! reference and thresholds. Plain data, computed once per case by `layercheck suite-case` and
 //! shared by every test of the case.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -96,10 +95,7 @@ impl CaseOutcome {
     pub fn write(&self, path: &Path) -> Result<(), OutcomeFileError> {
         let io = |problem: String| OutcomeFileError::Io { path: path.to_path_buf(), problem };
         let bytes = postcard::to_stdvec(self).map_err(|e| io(e.to_string()))?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(e.to_string()))?;
-        tmp.write_all(&bytes).map_err(|e| io(e.to_string()))?;
-        tmp.persist(path).map_err(|e| io(e.to_string()))?;
+        crate::atomic::write_file(path, crate::atomic::Replace::Allowed, |w| w.write_all(&bytes)).map_err(|e| io(e.to_string()))?;
         Ok(())
     }
 
