@@ -292,7 +292,7 @@ fn metric_seeds() -> &'static (Vec<u8>, Vec<Vec<u8>>) {
 /// observations, failures, a layer error and notes.
 fn outcome_seed() -> Vec<u8> {
     let obs = |record: &str, abs: f64, cos: f64| Observation { record: record.into(), item: 0, abs_diff_l2: abs, abs_diff_max: abs / 3.0, cos_mean: cos, cos_min: cos - 1e-3, worst_token: 2, target_nonfinite: 0, reference_nonfinite: 0 };
-    let failure = Failure { quantity: "abs_diff_l2".into(), observed: f64::NAN, threshold: Some(0.5), excess: f64::INFINITY, reason: "NaN on the target side".into() };
+    let failure = Failure { quantity: layercheck_suite::verdict::Quantity::AbsDiffL2, observed: f64::NAN, threshold: Some(0.5), excess: f64::INFINITY, reason: "NaN on the target side".into() };
     let outcome = CaseOutcome {
         case: "tiny-granite::cpu-f16::fwd::b1::s32".into(),
         setup_error: None,

@@ -78,7 +78,7 @@ pub fn render_html(results: &CaseResults, views: &[LayerView], svg: &str) -> Str
         if results.margins.is_some() {
             let _ = writeln!(h, "<p class=\"small\">{}</p>\n<table id=\"worst\">\n<tr><th>rank</th><th>#</th><th>layer</th><th>quantity</th><th>used</th><th>verdict</th></tr>", inline_md(WORST_CHECKED));
             for (rank, v) in worst.iter().enumerate() {
-                let quantity = v.used.map(|(_, q)| q).unwrap_or("-");
+                let quantity = v.used.map_or("-", |(_, q)| q.name());
                 let _ = writeln!(
                     h,
                     "<tr class=\"{}\"><td class=\"n\">{}</td><td class=\"n\">{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",

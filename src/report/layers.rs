@@ -6,6 +6,7 @@ use layercheck_suite::verdict::{allowed, Bounds};
 use crate::hooks::{LayerModule, ModuleKey};
 
 use super::results::{CaseResults, LayerResults};
+use layercheck_suite::verdict::Quantity;
 
 /// Groups of modules told apart in plots and tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,7 +130,7 @@ pub struct LayerView {
     pub allowed: Option<Bounds>,
     /// The largest share of an allowance used by a record (above 1 fails), and its quantity:
     /// `abs_diff_l2`, `cos_mean` (on `1 - cos`) or `nonfinite` (NaN/inf on the target side).
-    pub used: Option<(f64, &'static str)>,
+    pub used: Option<(f64, Quantity)>,
     pub verdict: Verdict,
     /// The layer's error, or the reason of its worst failure.
     pub why: Option<String>,
@@ -148,22 +149,22 @@ impl LayerView {
             (Some(b), Some(m)) => Some(allowed(&b, m)),
             _ => None,
         };
-        let mut used: Option<(f64, &'static str)> = None;
+        let mut used: Option<(f64, Quantity)> = None;
         if let Some(a) = allowed_b {
-            let mut consider = |v: f64, q: &'static str| {
+            let mut consider = |v: f64, q: Quantity| {
                 if used.is_none_or(|(u, _)| v > u) {
                     used = Some((v, q));
                 }
             };
             for o in obs() {
                 if o.target_nonfinite > 0 {
-                    consider(f64::INFINITY, "nonfinite");
+                    consider(f64::INFINITY, Quantity::NonFinite);
                 }
                 if let Some(lim) = a.abs_diff_l2 {
-                    consider(share(o.abs_diff_l2, lim), "abs_diff_l2");
+                    consider(share(o.abs_diff_l2, lim), Quantity::AbsDiffL2);
                 }
                 if let Some(lim) = a.cos_mean {
-                    consider(share(1.0 - o.cos_mean, 1.0 - lim), "cos_mean");
+                    consider(share(1.0 - o.cos_mean, 1.0 - lim), Quantity::CosMean);
                 }
             }
         }
@@ -288,8 +289,8 @@ mod tests {
                 let fails = check(&o, &b, &m);
                 let abs_fails = share(abs, a.abs_diff_l2.unwrap()) > 1.0;
                 let cos_fails = share(1.0 - cos, 1.0 - a.cos_mean.unwrap()) > 1.0;
-                assert_eq!(fails.iter().any(|f| f.quantity == "abs_diff_l2"), abs_fails, "abs {abs}");
-                assert_eq!(fails.iter().any(|f| f.quantity == "cos_mean"), cos_fails, "cos {cos}");
+                assert_eq!(fails.iter().any(|f| f.quantity == Quantity::AbsDiffL2), abs_fails, "abs {abs}");
+                assert_eq!(fails.iter().any(|f| f.quantity == Quantity::CosMean), cos_fails, "cos {cos}");
             }
         }
         assert_eq!(share(f64::NAN, 1.0), f64::INFINITY);

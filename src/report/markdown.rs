@@ -64,7 +64,7 @@ pub fn render_markdown(results: &CaseResults, views: &[LayerView]) -> String {
             let _ = writeln!(md, "{WORST_CHECKED}\n");
             let _ = writeln!(md, "| rank | # | layer | quantity | used | verdict |\n|--:|--:|---|---|--:|---|");
             for (rank, v) in worst.iter().enumerate() {
-                let quantity = v.used.map(|(_, q)| q).unwrap_or("-");
+                let quantity = v.used.map_or("-", |(_, q)| q.name());
                 let _ = writeln!(md, "| {} | {} | `{}` | {} | {} | {} |", rank + 1, v.order, v.key, quantity, used(v), verdict_md(v.verdict));
             }
         } else {

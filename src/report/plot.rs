@@ -16,6 +16,7 @@ use plotters::style::{register_font, FontStyle};
 use super::layers::{case_verdict, first_divergent, short_label, CaseVerdict, LayerView, Submodule, Verdict};
 use super::results::CaseResults;
 use super::ReportError;
+use layercheck_suite::verdict::Quantity;
 
 /// Width and height of both plots, in pixels.
 pub const PLOT_SIZE: (u32, u32) = (1200, 900);
@@ -127,8 +128,8 @@ struct PlotData {
 
 impl PlotData {
     fn new(results: &CaseResults, views: &[LayerView]) -> Self {
-        let failed = |order: usize, quantity: &str| {
-            results.layers.get(order).is_some_and(|l| l.records.iter().flat_map(|r| &r.failures).any(|f| f.quantity == quantity || f.quantity == "nonfinite"))
+        let failed = |order: usize, quantity: Quantity| {
+            results.layers.get(order).is_some_and(|l| l.records.iter().flat_map(|r| &r.failures).any(|f| f.quantity == quantity || f.quantity == Quantity::NonFinite))
         };
         let introduced = |order: usize| results.layers.get(order).is_some_and(|l| l.attribution == Some(layercheck_suite::attribution::Attribution::Introduced));
         let mut abs = Vec::new();
@@ -137,10 +138,10 @@ impl PlotData {
         for v in views {
             let x = v.order as i32;
             if let Some(a) = v.abs_diff_l2 {
-                abs.push(Point { x, y: Some(a).filter(|a| a.is_finite()), group: v.submodule, failing: failed(v.order, "abs_diff_l2"), introduced: introduced(v.order) });
+                abs.push(Point { x, y: Some(a).filter(|a| a.is_finite()), group: v.submodule, failing: failed(v.order, Quantity::AbsDiffL2), introduced: introduced(v.order) });
             }
             if let Some(c) = v.cos_mean {
-                cos.push(Point { x, y: Some(1.0 - c).filter(|d| d.is_finite()), group: v.submodule, failing: failed(v.order, "cos_mean"), introduced: introduced(v.order) });
+                cos.push(Point { x, y: Some(1.0 - c).filter(|d| d.is_finite()), group: v.submodule, failing: failed(v.order, Quantity::CosMean), introduced: introduced(v.order) });
             }
             if let Some(allowed) = v.allowed {
                 abs_limits.extend(allowed.abs_diff_l2.map(|a| (x, a)));

@@ -484,7 +484,7 @@ struct PairJson {
 
 #[derive(Serialize, Deserialize)]
 struct FailureJson {
-    quantity: String,
+    quantity: layercheck_suite::verdict::Quantity,
     observed: Option<f64>,
     threshold: Option<f64>,
     excess: Option<f64>,

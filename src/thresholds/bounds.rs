@@ -106,7 +106,7 @@ mod tests {
         assert!(check(&observed(1.0), &b, &Margins::default()).is_empty());
         assert!(check(&observed(0.99999844), &b, &Margins::default()).is_empty());
         // A broken one still fails: below 0.95 th - atol.
-        assert_eq!(check(&observed(0.9), &b, &Margins::default())[0].quantity, "cos_mean");
+        assert_eq!(check(&observed(0.9), &b, &Margins::default())[0].quantity, layercheck_suite::verdict::Quantity::CosMean);
         // The value is kept as written; NaN stays NaN (and fails in the verdict).
         assert_eq!(bounds_for(&pooled("0.99"), "t", 1, 64).0("model.head").cos_mean, Some(0.99));
         assert!(bounds_for(&pooled("NaN"), "t", 1, 64).0("model.head").cos_mean.unwrap().is_nan());

@@ -50,7 +50,7 @@ mod tests {
     use crate::verdict::{Bounds, Failure};
 
     fn layer(key: &str, fails: bool) -> LayerOutcome {
-        let failures = if fails { vec![(0, Failure { quantity: "abs_diff_l2".into(), observed: 2.0, threshold: Some(1.0), excess: 1.0, reason: "r".into() })] } else { vec![] };
+        let failures = if fails { vec![(0, Failure { quantity: crate::verdict::Quantity::AbsDiffL2, observed: 2.0, threshold: Some(1.0), excess: 1.0, reason: "r".into() })] } else { vec![] };
         LayerOutcome { key: key.into(), bounds: Bounds::new(Some(1.0), None), observations: vec![], failures, error: None, attribution: None, location: None }
     }
 

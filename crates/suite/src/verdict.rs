@@ -70,10 +70,41 @@ pub struct Observation {
     pub reference_nonfinite: u64,
 }
 
+/// What a record's failure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Quantity {
+    /// The L2 norm of `abs_diff` per prompt.
+    #[serde(rename = "abs_diff_l2")]
+    AbsDiffL2,
+    /// The mean true cosine over a prompt's tokens.
+    #[serde(rename = "cos_mean")]
+    CosMean,
+    /// NaN or inf on the target side.
+    #[serde(rename = "nonfinite")]
+    NonFinite,
+}
+
+impl Quantity {
+    /// The name results.jsonl and messages use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::AbsDiffL2 => "abs_diff_l2",
+            Quantity::CosMean => "cos_mean",
+            Quantity::NonFinite => "nonfinite",
+        }
+    }
+}
+
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a record failed, one entry per failing quantity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
-    pub quantity: String,
+    pub quantity: Quantity,
     pub observed: f64,
     pub threshold: Option<f64>,
     /// How far past the margin (positive: worse); NaN when not comparable.
@@ -86,7 +117,7 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
     let mut failures = Vec::new();
     if obs.target_nonfinite > 0 {
         failures.push(Failure {
-            quantity: "nonfinite".into(),
+            quantity: Quantity::NonFinite,
             observed: obs.target_nonfinite as f64,
             threshold: Some(0.0),
             excess: obs.target_nonfinite as f64,
@@ -100,7 +131,7 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
             let within = obs.abs_diff_l2 <= allowed;
             if !within {
                 failures.push(Failure {
-                    quantity: "abs_diff_l2".into(),
+                    quantity: Quantity::AbsDiffL2,
                     observed: obs.abs_diff_l2,
                     threshold: Some(th),
                     excess: obs.abs_diff_l2 - allowed,
@@ -108,7 +139,7 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
                 });
             }
         }
-        (other, _) => failures.push(missing("abs_diff_l2", obs.abs_diff_l2, other)),
+        (other, _) => failures.push(missing(Quantity::AbsDiffL2, obs.abs_diff_l2, other)),
     }
     match (bounds.cos_mean, allowed.cos_mean) {
         (Some(th), Some(allowed)) => {
@@ -119,7 +150,7 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
                     CosRule::Seed => "; the seed's pooled cos, margin on the cos as deepview takes it",
                 };
                 failures.push(Failure {
-                    quantity: "cos_mean".into(),
+                    quantity: Quantity::CosMean,
                     observed: obs.cos_mean,
                     threshold: Some(th),
                     excess: allowed - obs.cos_mean,
@@ -127,7 +158,7 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
                 });
             }
         }
-        (other, _) => failures.push(missing("cos_mean", obs.cos_mean, other)),
+        (other, _) => failures.push(missing(Quantity::CosMean, obs.cos_mean, other)),
     }
     failures
 }
@@ -149,12 +180,12 @@ pub fn allowed(bounds: &Bounds, margins: &Margins) -> Bounds {
     }
 }
 
-fn missing(quantity: &str, observed: f64, th: Option<f64>) -> Failure {
+fn missing(quantity: Quantity, observed: f64, th: Option<f64>) -> Failure {
     let reason = match th {
         None => format!("no {quantity} threshold for this layer and shape"),
         Some(v) => format!("the {quantity} threshold is {v}, which cannot be applied"),
     };
-    Failure { quantity: quantity.into(), observed, threshold: th, excess: f64::NAN, reason }
+    Failure { quantity, observed, threshold: th, excess: f64::NAN, reason }
 }
 
 #[cfg(test)]
@@ -181,19 +212,19 @@ mod tests {
     fn past_the_margin_fails_naming_the_quantity() {
         let f = check(&obs(1.06, 0.999), &B, &M);
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].quantity, "abs_diff_l2");
+        assert_eq!(f[0].quantity, Quantity::AbsDiffL2);
         assert!((f[0].excess - (1.06 - 1.050001)).abs() < 1e-12);
         let f = check(&obs(0.5, 0.9985), &B, &M);
-        assert_eq!(f.iter().map(|f| f.quantity.as_str()).collect::<Vec<_>>(), ["cos_mean"]);
+        assert_eq!(f.iter().map(|f| f.quantity).collect::<Vec<_>>(), [Quantity::CosMean]);
     }
 
     #[test]
     fn nan_never_passes() {
         let f = check(&obs(f64::NAN, f64::NAN), &B, &M);
-        assert_eq!(f.iter().map(|f| f.quantity.as_str()).collect::<Vec<_>>(), ["abs_diff_l2", "cos_mean"]);
+        assert_eq!(f.iter().map(|f| f.quantity).collect::<Vec<_>>(), [Quantity::AbsDiffL2, Quantity::CosMean]);
         let mut o = obs(0.0, 1.0);
         o.target_nonfinite = 3;
-        assert_eq!(check(&o, &B, &M)[0].quantity, "nonfinite");
+        assert_eq!(check(&o, &B, &M)[0].quantity, Quantity::NonFinite);
         let nan_th = Bounds::new(Some(f64::NAN), None);
         let f = check(&obs(0.0, 1.0), &nan_th, &M);
         assert_eq!(f.len(), 2);
@@ -209,7 +240,7 @@ mod tests {
         // A healthy f16 layer's true cos passes it; with layercheck's rule it could not.
         assert!(check(&obs(0.5, 0.999998), &seed, &M).is_empty());
         let deficit = Bounds { cos_rule: CosRule::Deficit, ..seed };
-        assert_eq!(check(&obs(0.5, 0.999998), &deficit, &M)[0].quantity, "cos_mean");
+        assert_eq!(check(&obs(0.5, 0.999998), &deficit, &M)[0].quantity, Quantity::CosMean);
         let f = check(&obs(0.5, 0.9), &seed, &M);
         assert!(f[0].reason.contains("as deepview takes it"), "{}", f[0].reason);
     }
