@@ -168,15 +168,15 @@ impl CaseResults {
                     })
                     .collect();
                 let verdict = if self.margins.is_none() {
-                    "unchecked"
+                    RecordVerdict::Unchecked
                 } else if r.failures.is_empty() {
-                    "pass"
+                    RecordVerdict::Pass
                 } else {
-                    "fail"
+                    RecordVerdict::Fail
                 };
                 (Some(metrics), failures, verdict)
             }
-            None => (None, Vec::new(), "error"),
+            None => (None, Vec::new(), RecordVerdict::Error),
         };
         RecordJson {
             kind: "record".into(),
@@ -190,7 +190,7 @@ impl CaseResults {
             bounds: bounds_json,
             cos_rule: bounds.map_or(CosRule::Deficit, |b| b.cos_rule),
             allowed: allowed_json,
-            verdict: verdict.into(),
+            verdict,
             failures,
             error: if record.is_none() { layer.error.clone() } else { None },
             attribution: layer.attribution,
@@ -239,7 +239,7 @@ impl CaseResults {
             if let Some(l) = &row.location {
                 layer.location = Some(l.back(&nf));
             }
-            if row.verdict == "error" {
+            if row.verdict == RecordVerdict::Error {
                 layer.error = Some(row.error.unwrap_or_default());
                 continue;
             }
@@ -400,7 +400,7 @@ struct RecordJson {
     #[serde(default, skip_serializing_if = "is_deficit")]
     cos_rule: CosRule,
     allowed: Option<PairJson>,
-    verdict: String,
+    verdict: RecordVerdict,
     #[serde(default)]
     failures: Vec<FailureJson>,
     error: Option<String>,
@@ -480,6 +480,18 @@ struct MetricsJson {
 struct PairJson {
     abs_diff_l2: Option<f64>,
     cos_mean: Option<f64>,
+}
+
+/// A record line's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RecordVerdict {
+    Pass,
+    Fail,
+    /// No thresholds, so no verdict (a compact file's report).
+    Unchecked,
+    /// The record could not be compared; the line's `error` says why.
+    Error,
 }
 
 #[derive(Serialize, Deserialize)]
