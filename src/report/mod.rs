@@ -71,12 +71,14 @@ mod logits;
 mod markdown;
 mod plot;
 mod results;
+mod submodule;
 
 use std::path::{Path, PathBuf};
 
 pub use compact::compact_results;
 pub use harness::{case_report_dir, write_harness_report, REPORT_DIR_VAR};
-pub use layers::{layer_views, LayerView, Submodule, Verdict};
+pub use layers::{layer_views, LayerView, Verdict};
+pub use submodule::Submodule;
 pub use markdown::render_markdown;
 pub use html::render_html;
 pub use plot::{render_png, render_svg, PLOT_SIZE};

@@ -13,7 +13,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
-use super::layers::{case_verdict, first_divergent, short_label, CaseVerdict, LayerView, Submodule, Verdict};
+use super::layers::{case_verdict, first_divergent, short_label, CaseVerdict, LayerView, Verdict};
+use super::submodule::Submodule;
 use super::results::CaseResults;
 use super::ReportError;
 use layercheck_suite::verdict::Quantity;

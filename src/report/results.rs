@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::Submodule;
+use super::submodule::Submodule;
 use layercheck_suite::attribution::Attribution;
 use layercheck_suite::logits::{LogitsBounds, LogitsOutcome, TokenLogits};
 use layercheck_suite::location::{ChannelShare, ErrorLocation, TokenError};
