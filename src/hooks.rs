@@ -21,8 +21,8 @@ pub trait Listener {
         false
     }
 
-    /// A tensor to use as the module's input instead of the one the model computed.
-    fn replace_input(&mut self, _key: ModuleKey) -> Option<Tensor> {
+    /// A tensor to use as the module's input instead of `computed`, the one the model computed.
+    fn replace_input(&mut self, _key: ModuleKey, _computed: &Tensor) -> Option<Tensor> {
         None
     }
 
@@ -63,7 +63,7 @@ impl<'a> Hooks<'a> {
 
     /// The input a module should use: the listener's replacement or `x` itself.
     pub(crate) fn input(&mut self, key: ModuleKey, x: &Tensor) -> Tensor {
-        match self.listener.as_deref_mut().and_then(|l| l.replace_input(key)) {
+        match self.listener.as_deref_mut().and_then(|l| l.replace_input(key, x)) {
             Some(replacement) => replacement.to_device(x.device()).to_kind(x.kind()),
             None => x.shallow_clone(),
         }

@@ -371,5 +371,121 @@ fn a_live_reference_needs_no_golden_file() {
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "no golden file written");
     let per_model = text.replace("reference = \"live\"", "").replace("golden_inputs = true", "golden_inputs = true\nreference = \"sometimes\"");
     let err = Matrix::parse(&root(), &root().join("m.toml"), &per_model, |_| None).unwrap_err().to_string();
-    assert!(err.contains("unknown variant `sometimes`") && err.contains("golden") && err.contains("live"), "{err}");
+    assert!(err.contains("reference \"sometimes\"") && err.contains("\"golden\", \"live\" or { command") && err.contains("line 8"), "{err}");
+}
+
+/// `reference = { command }` makes the golden file by an external program answering a request at
+/// float32 (for a model layercheck has no Rust decoder for, fms through the Python bridge; here
+/// `layercheck capture --target cpu-f32`, so that it can be checked against the builtin
+/// reference): the golden file holds what the builtin reference would, says which command made
+/// it, and then judges targets as any golden file does, with no command run.
+#[test]
+fn a_reference_command_makes_the_golden_file_that_the_builtin_reference_would() {
+    let lc = env!("CARGO_BIN_EXE_layercheck");
+    let (by_builtin, by_command) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let reference = |target: &str| format!("reference = {{ command = [\"{lc}\", \"capture\", \"--request\", \"{{request}}\", \"--target\", \"{target}\", \"--out\", \"{{out}}\"], timeout_s = 120 }}");
+    let with = |golden: &Path, reference: &str| {
+        matrix_text("", r#""cpu-f16", "fault-l1-dense""#, r#""model-forward", "generate""#, r#""cumulative""#)
+            .replace("golden_dir = \"golden\"", &format!("golden_dir = \"{}\"", golden.display()))
+            .replace("golden_inputs = true", &format!("golden_inputs = true\n{reference}"))
+    };
+    let builtin = parse(&with(by_builtin.path(), ""));
+    let command = parse(&with(by_command.path(), &reference("cpu-f32")));
+    for case in builtin.cases.iter().filter(|c| c.target == "cpu-f16") {
+        assert!(evaluate(&builtin, case, None, UpdateMode::Update).setup_error.is_none(), "{case}");
+        let made = evaluate(&command, case, None, UpdateMode::Update);
+        assert!(made.setup_error.is_none(), "{case}: {:?}", made.setup_error);
+    }
+    for name in ["fwd-b1-s32", "gen-b1-s32-n4"] {
+        let a = Capture::read(&by_builtin.path().join(format!("tiny-granite/{name}.safetensors"))).unwrap();
+        let b = Capture::read(&by_command.path().join(format!("tiny-granite/{name}.safetensors"))).unwrap();
+        assert_eq!(a.keys, b.keys, "{name}");
+        let mut names: Vec<&String> = a.tensors.keys().collect();
+        names.sort();
+        let other: Vec<&String> = { let mut n: Vec<&String> = b.tensors.keys().collect(); n.sort(); n };
+        assert_eq!(names, other, "{name}: the same tensors, module inputs included");
+        for n in names {
+            let (x, y) = (&a.tensors[n], &b.tensors[n]);
+            assert_eq!((x.kind(), x.size()), (y.kind(), y.size()), "{name} {n}");
+            // The same decoder at float32 in another process: equal up to the last bits that a
+            // different thread split of a reduction could move.
+            assert!(x.allclose(y, 1e-5, 1e-6, false), "{name} {n}");
+        }
+        for field in ["target", "mode", "max_new_tokens", "attention_mask", "weights_sha256", "input_ids_sha256", "config_sha256"] {
+            assert_eq!(a.metadata.get(field), b.metadata.get(field), "{name} {field}");
+        }
+        assert!(b.metadata["reference_command"].contains("--target cpu-f32"), "{:?}", b.metadata.get("reference_command"));
+    }
+    // Verified runs judge against it with no command run: the f16 target passes, the fault is caught.
+    let verify = parse(&with(by_command.path(), &reference("no-such-target-so-a-run-would-fail")));
+    for o in outcomes(&verify) {
+        assert!(o.setup_error.is_none(), "{}: {:?}", o.case, o.setup_error);
+        let bad = failing_keys(&o);
+        if o.case.contains("fault-l1-dense") {
+            assert_eq!(bad.first().map(String::as_str), Some("model.base_model.layers1.attn.dense"), "{}", o.case);
+        } else {
+            assert!(bad.is_empty(), "{}: {bad:?}", o.case);
+        }
+    }
+}
+
+/// What a reference command returns is checked before it becomes a golden file: a reference made
+/// at float16, a command that fails, and one that ignores the request's capture_inputs are
+/// refused with the reason, and no golden file is written.
+#[test]
+fn a_reference_command_s_capture_is_checked_before_it_becomes_golden() {
+    let lc = env!("CARGO_BIN_EXE_layercheck");
+    let dir = tempfile::tempdir().unwrap();
+    let golden = dir.path().join("golden");
+    let failing = script(dir.path(), "fails.sh", "echo 'fms: out of memory' >&2; exit 3");
+    let no_inputs = script(dir.path(), "no-inputs.sh", &format!("sed 's/\"capture_inputs\": true/\"capture_inputs\": false/' \"$1\" > \"$1.b\" && exec {lc} capture --request \"$1.b\" --target cpu-f32 --out \"$2\""));
+    for (argv, expected) in [
+        (format!("[\"{lc}\", \"capture\", \"--request\", \"{{request}}\", \"--target\", \"cpu-f16\", \"--out\", \"{{out}}\"]"), "as Half: a reference is float32"),
+        (format!("[\"{}\", \"{{out}}\"]", failing.display()), "exited with status 3"),
+        (format!("[\"{}\", \"{{request}}\", \"{{out}}\"]", no_inputs.display()), "has no module inputs for 164 of its records"),
+    ] {
+        let mode = if expected.contains("164") { r#""generate""# } else { r#""model-forward""# };
+        let text = matrix_text("", r#""cpu-f16""#, mode, r#""cumulative""#)
+            .replace("golden_dir = \"golden\"", &format!("golden_dir = \"{}\"", golden.display()))
+            .replace("golden_inputs = true", &format!("golden_inputs = true\nreference = {{ command = {argv}, timeout_s = 120 }}"));
+        let m = parse(&text);
+        let o = evaluate(&m, &m.cases[0], None, UpdateMode::Update);
+        let err = o.setup_error.unwrap_or_default();
+        assert!(err.contains("reference = { command }") && err.contains(expected), "{argv}: {err}");
+        assert!(std::fs::read_dir(&golden).map_or(true, |mut d| d.all(|e| std::fs::read_dir(e.unwrap().path()).unwrap().next().is_none())), "{argv}: a golden file was written");
+    }
+}
+
+/// A golden file of another model (same module names, other widths) fed in isolation is an error
+/// naming the input and both shapes, not a libtorch panic: `layercheck capture --request` with a
+/// request whose golden file is tiny-llama's (head_dim 24: its attention inputs are 96 wide) and
+/// whose model is tiny-granite (64).
+#[test]
+fn golden_inputs_of_another_model_are_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = root().join("golden/tiny-llama/fwd-b1-s32.safetensors");
+    let reference = Capture::read(&golden).unwrap();
+    let ids = &reference.tensors["input_ids"];
+    let request = layercheck::runner::request::Request {
+        format: "layercheck-request/1".into(),
+        model: "tiny-granite".into(),
+        model_path: root().join("models/tiny-granite"),
+        target: "cpu-f16".into(),
+        mode: "model-forward".into(),
+        input_ids: vec![Vec::<i64>::try_from(ids.flatten(0, -1)).unwrap()],
+        max_new_tokens: 0,
+        forced_ids: None,
+        attention_mask: "attend-pads".into(),
+        feed: "isolated".into(),
+        golden: Some(golden.clone()),
+        keys: reference.keys.clone(),
+        capture_inputs: false,
+    };
+    let path = dir.path().join("request.json");
+    request.write(&path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_layercheck")).args(["capture", "--request"]).arg(&path).args(["--target", "cpu-f16", "--out"]).arg(dir.path().join("c.safetensors")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("golden input") && err.contains("has shape") && err.contains("another model") && !err.contains("panicked"), "{err}");
+    assert!(!dir.path().join("c.safetensors").exists());
 }

@@ -25,7 +25,9 @@ use crate::run::{self, RunSpec};
 use crate::runner::check::check_capture;
 use crate::runner::command::CommandRunner;
 use crate::runner::request::Request;
-use crate::runner::{capture_path, request_for};
+use crate::runner::reference::make_reference;
+use crate::runner::{capture_path, reference_request, request_for};
+use layercheck_suite::model_folder::num_hidden_layers;
 use crate::target::Target;
 use crate::thresholds::{bounds_for, logits_bounds_for, ThresholdsFile};
 use layercheck_suite::logits::{LogitsOutcome, DEFAULT_FAILURE_RATE, DEFAULT_TOP_K};
@@ -100,8 +102,20 @@ fn evaluate_inner(
             }
             Box::new(live)
         }
-        (ReferenceKind::Golden, UpdateMode::Update) => Box::new(regenerate_golden(&store, case, &model_dir, entry, &batch, &spec, &provenance()?)?),
-        (ReferenceKind::Golden, UpdateMode::Verify) => Box::new(store.load(case, &provenance()?, &fix).map_err(|e| e.to_string())?),
+        (ReferenceKind::Golden, UpdateMode::Update) => {
+            let produce = || builtin_reference(&model_dir, entry, &batch, &spec);
+            Box::new(regenerate_golden(&store, case, &provenance()?, produce)?)
+        }
+        (ReferenceKind::Command { argv, timeout_s }, UpdateMode::Update) => {
+            let produce = || {
+                let num_layers = num_hidden_layers(&model_dir).map_err(|e| e.to_string())?;
+                let request = reference_request(case, &model_dir, &batch, num_layers, entry.golden_inputs);
+                let runner = CommandRunner { argv: argv.clone(), timeout: Duration::from_secs(*timeout_s), root: matrix.root.clone() };
+                make_reference(&runner, &request).map_err(|e| format!("model {}'s reference = {{ command }}: {e}", case.model))
+            };
+            Box::new(regenerate_golden(&store, case, &provenance()?, produce)?)
+        }
+        (ReferenceKind::Golden | ReferenceKind::Command { .. }, UpdateMode::Verify) => Box::new(store.load(case, &provenance()?, &fix).map_err(|e| e.to_string())?),
     };
     let golden = golden.as_ref();
     let golden_path = live_file.as_ref().map_or_else(|| store.path(case), |(_, p)| p.clone());
@@ -330,10 +344,18 @@ fn live_reference(case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &T
     run::capture(&model, model_dir, batch, spec, recorder).map_err(|e| e.to_string())
 }
 
-/// Runs the reference and writes the golden file, once per update run (several cases share a
-/// golden file, and the processes of a run compute them in parallel): under a lock, beside which
-/// a stamp (outside the repository) names the run that last wrote the file.
-fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry: &ModelEntry, batch: &TokenBatch, spec: &RunSpec, provenance: &Provenance) -> SetupResult<CaptureReader> {
+/// The cpu-f32 reference of a case from layercheck's own decoder, for its golden file.
+fn builtin_reference(model_dir: &Path, entry: &ModelEntry, batch: &TokenBatch, spec: &RunSpec) -> SetupResult<Capture> {
+    let model = DecoderModel::load(model_dir, Target::REFERENCE).map_err(|e| e.to_string())?;
+    let recorder = if entry.golden_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
+    run::capture(&model, model_dir, batch, spec, recorder).map_err(|e| e.to_string())
+}
+
+/// Makes the reference (`produce`: the builtin decoder, or the model's reference command) and
+/// writes the golden file, once per update run (several cases share a golden file, and the
+/// processes of a run compute them in parallel): under a lock, beside which a stamp (outside the
+/// repository) names the run that last wrote the file.
+fn regenerate_golden(store: &GoldenStore, case: &CaseId, provenance: &Provenance, produce: impl FnOnce() -> SetupResult<Capture>) -> SetupResult<CaptureReader> {
     let path = store.path(case);
     let lock = lock_path(&path);
     let _lock = FileLock::acquire(&lock)?;
@@ -343,9 +365,7 @@ fn regenerate_golden(store: &GoldenStore, case: &CaseId, model_dir: &Path, entry
             return Ok(capture);
         }
     }
-    let model = DecoderModel::load(model_dir, Target::REFERENCE).map_err(|e| e.to_string())?;
-    let recorder = if entry.golden_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
-    let capture = run::capture(&model, model_dir, batch, spec, recorder).map_err(|e| e.to_string())?;
+    let capture = produce()?;
     store.write(case, capture, provenance).map_err(|e| e.to_string())?;
     let written = store.unreviewed().load(case, provenance, "").map_err(|e| e.to_string())?;
     // Without the stamp, the next case of this run regenerates the file again: slower, not wrong.
@@ -360,7 +380,7 @@ fn read_thresholds(path: &Path, model_dir: &Path, case: &CaseId) -> SetupResult<
     let hint = "\n(hint: derive thresholds with `layercheck generate` and `layercheck thresholds`, see README \"Thresholds\")";
     let file = ThresholdsFile::read(path).map_err(|e| format!("{e}{hint}"))?;
     file.validate(path).map_err(|e| e.to_string())?;
-    let num_layers = crate::model::ModelConfig::load(model_dir).map_err(|e| e.to_string())?.num_layers;
+    let num_layers = num_hidden_layers(model_dir).map_err(|e| e.to_string())?;
     let folder = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     file.check_model(path, &[folder.as_str(), case.model.as_str()], num_layers).map_err(|e| e.to_string())?;
     Ok(file)

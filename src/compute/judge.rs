@@ -143,8 +143,8 @@ impl Listener for JudgingListener<'_> {
         self.target.wants_input(key)
     }
 
-    fn replace_input(&mut self, key: ModuleKey) -> Option<Tensor> {
-        self.target.replace_input(key)
+    fn replace_input(&mut self, key: ModuleKey, computed: &Tensor) -> Option<Tensor> {
+        self.target.replace_input(key, computed)
     }
 
     fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()> {

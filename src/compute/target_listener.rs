@@ -73,7 +73,7 @@ impl Listener for TargetListener<'_> {
         self.recorder.wants_input(key)
     }
 
-    fn replace_input(&mut self, key: ModuleKey) -> Option<Tensor> {
+    fn replace_input(&mut self, key: ModuleKey, computed: &Tensor) -> Option<Tensor> {
         // The embedding's input is the token ids: the same on both sides.
         if key == ModuleKey::Embedding {
             return None;
@@ -81,6 +81,13 @@ impl Listener for TargetListener<'_> {
         let golden = self.golden_inputs.as_ref()?;
         let name = golden.names.get(&(key, self.recorder.step()))?;
         match golden.source.tensor(name) {
+            // A golden input of another shape (a golden file of another model) would make the
+            // module's libtorch op fail: the feed stops here and says why instead.
+            Ok(Some(t)) if t.size() != computed.size() => {
+                let problem = format!("golden input {name} has shape {:?}, this model's input to {key} is {:?} (is the golden file of another model?)", t.size(), computed.size());
+                self.input_error.get_or_insert(problem);
+                None
+            }
             Ok(t) => t,
             Err(e) => {
                 self.input_error.get_or_insert_with(|| format!("golden input {name}: {e}"));

@@ -1,18 +1,22 @@
 //! Runners: what produces a case's target run. `builtin` is layercheck's own tch decoders
 //! (src/compute/evaluate.rs runs it in process); `command` an external program answering a
 //! request file with a capture file; `captures` pre-recorded capture files in the golden layout.
-//! Whatever an external runner returns is checked ([`check`]) before any record is compared.
+//! Whatever an external runner returns is checked ([`check`]) before any record is compared; a
+//! command may also make a model's golden file ([`reference`]).
 
 pub mod builtin;
 pub mod check;
 pub mod command;
+pub mod reference;
 pub mod request;
 
 use std::path::{Path, PathBuf};
 
 use tch::Kind;
 
-use crate::capture::{Mode, RecordSource};
+use crate::capture::{record_name, Mode, RecordSource};
+use crate::hooks::ModuleKey;
+use crate::target::Target;
 use crate::compute::golden::GoldenStore;
 use layercheck_suite::test_name::{CaseId, Feed};
 use crate::inputs::TokenBatch;
@@ -54,6 +58,43 @@ pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, mask: At
         keys: golden.keys().to_vec(),
         capture_inputs: false,
     })
+}
+
+/// The record names a run of `mode` with `num_layers` layers and `max_new_tokens` new tokens
+/// makes, in order: every module of each forward call ([`ModuleKey::forward_order`]), plain in the
+/// first call and `.iter-N` after (see src/capture.rs).
+pub fn expected_record_names(num_layers: usize, mode: Mode, max_new_tokens: usize) -> Vec<String> {
+    let per_call = ModuleKey::forward_order(num_layers, mode == Mode::Generate);
+    let calls = match mode {
+        Mode::ModelForward => 1,
+        Mode::Generate => max_new_tokens.max(1),
+    };
+    let n = per_call.len();
+    let per_call = &per_call;
+    (0..calls).flat_map(|call| per_call.iter().enumerate().map(move |(j, &key)| record_name(key, call, call * n + j + 1))).collect()
+}
+
+/// The request for `case`'s CPU float32 reference, made by a command (`reference = { command }`):
+/// the case's inputs, the reference's own greedy tokens (no forced ids), pads attended, the
+/// cumulative feed, every module of a `num_layers` decoder, and module inputs when the golden
+/// file keeps them.
+pub fn reference_request(case: &CaseId, model_dir: &Path, batch: &TokenBatch, num_layers: usize, capture_inputs: bool) -> Request {
+    let max_new_tokens = case.max_new_tokens.unwrap_or(0);
+    Request {
+        format: REQUEST_FORMAT.into(),
+        model: case.model.clone(),
+        model_path: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf()),
+        target: Target::REFERENCE.to_string(),
+        mode: case.mode.to_string(),
+        input_ids: batch.rows.clone(),
+        max_new_tokens,
+        forced_ids: None,
+        attention_mask: AttentionMask::AttendPads.to_string(),
+        feed: "cumulative".into(),
+        golden: None,
+        keys: expected_record_names(num_layers, case.mode, max_new_tokens),
+        capture_inputs,
+    }
 }
 
 /// Where a `captures` target keeps the capture of `case`: `DIR/{model}/{fwd|gen}-b{B}-s{S}[-n{T}].safetensors`.

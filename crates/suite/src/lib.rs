@@ -15,6 +15,7 @@ pub mod logits;
 pub mod matrix;
 pub mod message;
 pub mod mode;
+pub mod model_folder;
 pub mod module_key;
 pub mod outcome;
 pub mod report_dir;

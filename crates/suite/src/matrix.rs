@@ -50,15 +50,57 @@ pub struct ModelEntry {
     pub reference: Option<ReferenceKind>,
 }
 
-/// Where a case's CPU float32 reference comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Where a case's CPU float32 reference comes from: `reference = "golden"` (the default),
+/// `"live"`, or `{ command = [...], timeout_s = N }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
 pub enum ReferenceKind {
     /// A golden file under `golden_dir`, made once (`LAYERCHECK_UPDATE_GOLDEN=1`) and reviewed.
     Golden,
     /// Run in the same case computation, every time (the seed's way): no golden file, for models
     /// whose golden files would be too large to keep.
     Live,
+    /// A golden file, as [`ReferenceKind::Golden`], but made by an external program answering a
+    /// request (`layercheck-request/1`) at float32 on CPU: for a model layercheck has no Rust
+    /// decoder for, whose reference fms makes through the Python bridge. Verified runs read the
+    /// golden file and run no command.
+    Command { argv: Vec<String>, timeout_s: u64 },
+}
+
+impl ReferenceKind {
+    /// What the matrix file spells.
+    const EXPECTED: &'static str = "expected \"golden\", \"live\" or { command = [\"program\", \"--out\", \"{out}\", ...], timeout_s = SECONDS }";
+}
+
+impl TryFrom<toml::Value> for ReferenceKind {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(s) => match s.as_str() {
+                "golden" => Ok(ReferenceKind::Golden),
+                "live" => Ok(ReferenceKind::Live),
+                other => Err(format!("reference \"{other}\": {}", Self::EXPECTED)),
+            },
+            toml::Value::Table(table) => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct CommandReference {
+                    command: Vec<String>,
+                    #[serde(default)]
+                    timeout_s: Option<u64>,
+                }
+                let parsed: CommandReference = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| format!("reference: {}; {}", e.message().trim(), Self::EXPECTED))?;
+                check_command(&parsed.command).map_err(|p| format!("reference.command {p}"))?;
+                let timeout_s = parsed.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
+                if timeout_s == 0 {
+                    return Err("reference.timeout_s must be at least 1 (seconds)".into());
+                }
+                Ok(ReferenceKind::Command { argv: parsed.command, timeout_s })
+            }
+            other => Err(format!("reference is a {}: {}", other.type_str(), Self::EXPECTED)),
+        }
+    }
 }
 
 /// A target that injects a deterministic fault: `base` with `module`'s output perturbed by
@@ -350,8 +392,8 @@ impl Matrix {
     }
 
     /// Where a case's reference comes from: its model's `reference`, else the matrix's, else golden.
-    pub fn reference(&self, case: &CaseId) -> ReferenceKind {
-        self.model(case).reference.or(self.reference).unwrap_or(ReferenceKind::Golden)
+    pub fn reference(&self, case: &CaseId) -> &ReferenceKind {
+        self.model(case).reference.as_ref().or(self.reference.as_ref()).unwrap_or(&ReferenceKind::Golden)
     }
 
     /// The target of a case.
@@ -441,6 +483,34 @@ mod tests {
     fn parse(env: &[(&str, &str)]) -> Result<Matrix, MatrixError> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Matrix::parse(Path::new("/repo"), Path::new("/repo/layercheck.toml"), TEXT, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    /// `reference` is "golden", "live" or a checked command table, per model or for the matrix;
+    /// anything else names the setting and what it may be.
+    #[test]
+    fn a_reference_is_golden_live_or_a_command() {
+        let with = |setting: &str| Matrix::parse(Path::new("/r"), Path::new("/r/m.toml"), &TEXT.replace("thresholds = \"t.json\"", &format!("thresholds = \"t.json\"\nreference = {setting}")), |_| None);
+        let case = |m: &Matrix| m.cases[0].clone();
+        let m = parse(&[]).unwrap();
+        assert_eq!(m.reference(&case(&m)), &ReferenceKind::Golden);
+        let m = with("\"live\"").unwrap();
+        assert_eq!(m.reference(&case(&m)), &ReferenceKind::Live);
+        let m = with(r#"{ command = ["python3", "-m", "layercheck_fms", "--dtype", "float32", "--request", "{request}", "--out", "{out}"], timeout_s = 60 }"#).unwrap();
+        assert!(matches!(m.reference(&case(&m)), ReferenceKind::Command { argv, timeout_s: 60 } if argv[0] == "python3" && argv.len() == 9));
+        let m = with(r#"{ command = ["x", "{out}"] }"#).unwrap();
+        assert!(matches!(m.reference(&case(&m)), ReferenceKind::Command { timeout_s: DEFAULT_TIMEOUT_S, .. }));
+        for (setting, expected) in [
+            ("\"sometimes\"", "reference \"sometimes\": expected \"golden\", \"live\" or { command"),
+            ("3", "reference is a integer: expected"),
+            (r#"{ command = ["x"] }"#, "reference.command never names {out}"),
+            (r#"{ command = ["x", "{out}", "{where}"] }"#, "unknown placeholder {where}"),
+            (r#"{ command = ["x", "{out}"], timeout_s = 0 }"#, "reference.timeout_s must be at least 1"),
+            (r#"{ command = ["x", "{out}"], timeout = 5 }"#, "unknown field `timeout`"),
+            (r#"{ timeout_s = 5 }"#, "missing field `command`"),
+        ] {
+            let err = with(setting).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("/r/m.toml"), "{setting}: {err}");
+        }
     }
 
     #[test]

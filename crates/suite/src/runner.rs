@@ -4,7 +4,7 @@
 //! Listing reads the matrix and each model's config.json only.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use crate::compute::Engine;
 use crate::matrix::Matrix;
 use crate::message;
 use crate::mode::Mode;
+use crate::model_folder::num_hidden_layers;
 use crate::module_key::ModuleKey;
 use crate::outcome::CaseOutcome;
 use crate::shard::Selection;
@@ -90,21 +91,14 @@ pub fn test_names(matrix: &Matrix, cases: &[CaseId]) -> Vec<TestName> {
     names
 }
 
-/// The module keys of a case, from the model's config.json (no weights are read). A model
-/// whose config cannot be read lists no layer tests; its summary test fails with the reason.
+/// The module keys of a case, from the model's config.json (no weights are read, whether the
+/// model runs in layercheck or only behind a command). A model whose config cannot be read lists
+/// no layer tests; its summary test fails with the reason.
 fn layer_keys(matrix: &Matrix, case: &CaseId) -> Vec<ModuleKey> {
-    match num_layers(&matrix.resolve(&matrix.model(case).path)) {
-        Some(n) => ModuleKey::forward_order(n, case.mode == Mode::Generate),
-        None => Vec::new(),
+    match num_hidden_layers(&matrix.resolve(&matrix.model(case).path)) {
+        Ok(n) => ModuleKey::forward_order(n, case.mode == Mode::Generate),
+        Err(_) => Vec::new(),
     }
-}
-
-/// `num_hidden_layers` of a model folder's config.json. The whole file is checked (strictly) when
-/// the case is computed; a file that is wrong in other ways fails every test of the case then.
-fn num_layers(model_dir: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(model_dir.join("config.json")).ok()?;
-    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-    config.get("num_hidden_layers")?.as_u64().map(|n| n as usize)
 }
 
 fn trials(suite: &Arc<Suite>, args: &Arguments, names: Vec<TestName>) -> Vec<Trial> {
