@@ -120,3 +120,54 @@ fn compare_judges_fms_dumps_made_without_a_request() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("first failing layer: model.base_model.layers1.attn.dense"));
 }
+
+/// A model layercheck has no Rust decoder for (models/tiny-mistral, MistralForCausalLM), put under
+/// test through fms alone: its golden files, made by fms at float32 through `reference = { command }`,
+/// are what the committed ones hold (to 1e-5: fms at float32 in another process); fms-cpu-f16
+/// passes against them in both modes and feeds; fms's fault on layer 1's attention output is found
+/// where it is.
+#[test]
+fn a_model_without_a_rust_decoder_is_tested_through_fms_alone() {
+    if !python_available() {
+        return;
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("layercheck.toml")).unwrap();
+    let golden_dir = fresh.path().display().to_string();
+    let with = |targets: &'static str, feeds: &'static str, golden: Option<&str>| {
+        let mut env: Vec<(&str, String)> = vec![("LAYERCHECK_MODELS", "tiny-mistral".into()), ("LAYERCHECK_TARGETS", targets.into()), ("LAYERCHECK_MODES", "model-forward,generate".into()), ("LAYERCHECK_FEEDS", feeds.into())];
+        if let Some(g) = golden {
+            env.push(("LAYERCHECK_GOLDEN_DIR", g.to_string()));
+        }
+        Matrix::parse(&root(), &root().join("layercheck.toml"), &text, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap()
+    };
+    let update = with("fms-cpu-f16", "cumulative", Some(&golden_dir));
+    for case in &update.cases {
+        let o = evaluate(&update, case, None, UpdateMode::Update);
+        assert!(o.setup_error.is_none(), "{case}: {:?}", o.setup_error);
+    }
+    for name in ["fwd-b1-s32", "gen-b1-s32-n4"] {
+        let made = layercheck::capture::Capture::read(&fresh.path().join(format!("tiny-mistral/{name}.safetensors"))).unwrap();
+        let committed = layercheck::capture::Capture::read(&root().join(format!("golden/tiny-mistral/{name}.safetensors"))).unwrap();
+        assert_eq!(made.keys, committed.keys, "{name}");
+        assert!(made.metadata["reference_command"].contains("layercheck_fms") && made.metadata["fms_loader"].contains("get_model"), "{name}: {:?}", made.metadata);
+        for (n, t) in &committed.tensors {
+            let m = &made.tensors[n];
+            assert!(m.size() == t.size() && m.allclose(t, 1e-5, 1e-6, false), "{name} {n}");
+        }
+    }
+    let dense = "model.base_model.layers1.attn.dense";
+    let verify = with("fms-cpu-f16,fms-fault-l1-dense", "cumulative,isolated", None);
+    assert_eq!(verify.cases.len(), 8);
+    for case in &verify.cases {
+        let o = evaluate(&verify, case, None, UpdateMode::Verify);
+        assert!(o.setup_error.is_none(), "{case}: {:?}", o.setup_error);
+        assert!(o.layers.len() >= 40, "{case}");
+        let bad = failing(&o);
+        match (case.target.as_str(), case.feed) {
+            ("fms-cpu-f16", _) => assert!(bad.is_empty(), "{case}: {bad:?}"),
+            (_, layercheck_suite::test_name::Feed::Isolated) => assert_eq!(bad, [dense], "{case}"),
+            _ => assert_eq!(bad.first().map(String::as_str), Some(dense), "{case}: {bad:?}"),
+        }
+    }
+}

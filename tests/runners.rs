@@ -489,3 +489,30 @@ fn golden_inputs_of_another_model_are_an_error_not_a_panic() {
     assert!(err.contains("golden input") && err.contains("has shape") && err.contains("another model") && !err.contains("panicked"), "{err}");
     assert!(!dir.path().join("c.safetensors").exists());
 }
+
+/// A model layercheck has no Rust decoder for (tiny-mistral) runs in CI with no Python: its golden
+/// files (made by fms through `reference = { command }`) and fms's float16 dumps are committed, and
+/// the `fms-dump-f16` captures target passes against them in both modes. Its tests are listed from
+/// config.json alone: a folder with no weights lists the same names.
+#[test]
+fn a_model_without_a_rust_decoder_is_listed_and_judged_from_files() {
+    let text = std::fs::read_to_string(root().join("layercheck.toml")).unwrap();
+    let env = [("LAYERCHECK_MODELS", "tiny-mistral"), ("LAYERCHECK_TARGETS", "fms-dump-f16"), ("LAYERCHECK_MODES", "model-forward,generate"), ("LAYERCHECK_FEEDS", "cumulative")];
+    let lookup = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    let m = Matrix::parse(&root(), &root().join("layercheck.toml"), &text, lookup).unwrap();
+    assert!(matches!(m.reference(&m.cases[0]), layercheck_suite::matrix::ReferenceKind::Command { .. }));
+    for o in outcomes(&m) {
+        assert!(o.setup_error.is_none(), "{}: {:?}", o.case, o.setup_error);
+        assert!(o.layers.len() >= 40, "{}", o.case);
+        assert!(failing_keys(&o).is_empty(), "{}: {:?}", o.case, failing_keys(&o));
+    }
+    let names = |m: &Matrix| layercheck_suite::runner::test_names(m, &m.cases).iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let listed = names(&m);
+    // 1 + 12 x 3 + 3 modules, + `model` in generate mode, + summary and logits per case.
+    assert_eq!(listed.len(), (40 + 2) + (41 + 2), "{listed:?}");
+    let config_only = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("models/tiny-mistral/config.json"), config_only.path().join("config.json")).unwrap();
+    let moved = text.replace("path = \"models/tiny-mistral\"", &format!("path = \"{}\"", config_only.path().display()));
+    assert_ne!(moved, text);
+    assert_eq!(names(&Matrix::parse(&root(), &root().join("layercheck.toml"), &moved, lookup).unwrap()), listed);
+}

@@ -5,6 +5,12 @@
                          one float32 model.safetensors
     models/tiny-llama    LlamaForCausalLM, explicit head_dim 24 (!= hidden/heads),
                          untied head, float32, sharded into 2+ safetensors files
+    models/tiny-mistral  MistralForCausalLM (no Rust decoder in layercheck: its golden
+                         files are made by fms through `reference = { command }`),
+                         untied head, intermediate_size 256 (fms rounds the MLP width
+                         up to a multiple of 256), no sliding window, float32
+
+`--only NAME` writes one of them and leaves the others as they are.
 
 Both share a small byte-level BPE tokenizer trained here on the English text
 below (id 0 = <|pad|>, also the unknown token; id 1 = <|endoftext|>, used as
@@ -38,6 +44,8 @@ from transformers import (  # noqa: E402
     GraniteForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PreTrainedTokenizerFast,
 )
 
@@ -202,15 +210,37 @@ def make_llama(tok: Tokenizer, out: Path) -> None:
     assert len(shards) >= 2 and (out / "model.safetensors.index.json").exists(), shards
 
 
+def make_mistral(tok: Tokenizer, out: Path) -> None:
+    cfg = MistralConfig(
+        **common_kwargs(tok.get_vocab_size()),
+        intermediate_size=256,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        sliding_window=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = MistralForCausalLM(cfg).to(torch.float32)
+    randomise(model, seed=9012, emb_std=1.0)
+    clean(out)
+    model.save_pretrained(out)
+    save_tokenizer(tok, out)
+
+
+MAKERS = {"tiny-granite": make_granite, "tiny-llama": make_llama, "tiny-mistral": make_mistral}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "models")
+    ap.add_argument("--only", choices=sorted(MAKERS), help="write this model only")
     args = ap.parse_args()
     tok = train_tokenizer()
     print(f"tokenizer: vocab {tok.get_vocab_size()}")
-    make_granite(tok, args.out / "tiny-granite")
-    make_llama(tok, args.out / "tiny-llama")
-    for name in ("tiny-granite", "tiny-llama"):
+    names = [args.only] if args.only else list(MAKERS)
+    for name in names:
+        MAKERS[name](tok, args.out / name)
+    for name in names:
         folder = args.out / name
         total = sum(f.stat().st_size for f in folder.iterdir())
         print(f"{folder}: {sorted(f.name for f in folder.iterdir())} {total} bytes")

@@ -33,6 +33,15 @@ pub struct CompareArgs {
     /// Where the report goes (results.jsonl, report.md, report.html, plot.png, plot.svg).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write the per-layer metrics as a compact file (`layercheck generate --format
+    /// compact`'s) into this folder, for `layercheck thresholds`: thresholds from captures of a
+    /// model or device that layercheck does not run itself.
+    #[arg(long = "metrics-out")]
+    metrics_out: Option<PathBuf>,
+    /// With --metrics-out: the file's tag, telling apart the files of one case (e.g. one per
+    /// baseline prompt: prompt-1, prompt-2, ...), which `layercheck thresholds` pools.
+    #[arg(long, requires = "metrics_out")]
+    tag: Option<String>,
 }
 
 /// Why the comparison could not be made (exit status 2).
@@ -78,6 +87,11 @@ fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
         if let Some(logits) = capture_logits(mode, &reference, &target)? {
             writer.set_logits(logits);
         }
+    }
+    if let Some(dir) = &args.metrics_out {
+        std::fs::create_dir_all(dir).map_err(|e| BadInput(format!("--metrics-out {}: {e}", dir.display())))?;
+        let path = writer.write_tagged(dir, args.tag.as_deref()).map_err(|e| BadInput(format!("--metrics-out {}: {e}", dir.display())))?;
+        eprintln!("wrote {}", path.display());
     }
     let file = writer.into_file();
     let mut results = compact_results(&file, &target_name, thresholds.as_ref().map(|t| (t, &margins)));
