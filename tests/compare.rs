@@ -117,3 +117,45 @@ fn compare_refuses_captures_that_are_not_of_the_same_run_with_exit_2() {
         assert!(text(&o).contains(expected) && !text(&o).contains("panicked"), "{args:?}: {expected:?} not in {}", text(&o));
     }
 }
+
+/// `--metrics-out DIR --tag T`: the comparison's metrics as a compact file that `layercheck
+/// thresholds` reduces (thresholds from dumps alone); the file holds the metrics `compare` printed.
+#[test]
+fn compare_writes_metrics_that_thresholds_reduce() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dump(dir.path(), "clean", "cpu-f16", None);
+    let metrics = dir.path().join("metrics");
+    let (m, c) = (metrics.to_str().unwrap(), clean.to_str().unwrap());
+    for tag in ["prompt-1", "prompt-2"] {
+        let o = layercheck(&["compare", "--reference", GOLDEN, "--target", c, "--metrics-out", m, "--tag", tag]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let files: Vec<String> = std::fs::read_dir(&metrics).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| f.starts_with("tiny-granite_max-new-tokens-0_batch-size-1_seq-length-32") && f.ends_with(".layercheck.safetensors")), "{files:?}");
+    let again = layercheck(&["compare", "--reference", GOLDEN, "--target", c, "--metrics-out", m, "--tag", "prompt-1"]);
+    assert_eq!(again.status.code(), Some(2), "an existing metrics file is never overwritten: {}", text(&again));
+    // One file: each layer's pooled abs_diff threshold is that file's observation, the value
+    // compare printed (to 4 digits). (get_thresholds.py pools files by concatenation, so two
+    // identical files would give sqrt(2) times it.)
+    let single = dir.path().join("single");
+    let o = layercheck(&["compare", "--reference", GOLDEN, "--target", c, "--metrics-out", single.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = dir.path().join("thresholds");
+    let o = layercheck(&["thresholds", "--models", "tiny-granite", "--metrics", "abs_diff", "cos_sim_avg", "--file_base", single.to_str().unwrap(), "--layer_io", "--output_path", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tiny-granite-thresholds.json")).unwrap()).unwrap();
+    let dense = json["abs_diff"]["model.base_model.layers1.attn.dense"].as_f64().unwrap();
+    let printed = text(&o_compare(c));
+    let line = printed.lines().find(|l| l.contains("model.base_model.layers1.attn.dense ")).unwrap();
+    let shown: f64 = line.split("abs_diff_l2 ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!((dense - shown).abs() <= 1e-3 * shown, "{dense} vs {shown}");
+    let o = layercheck(&["thresholds", "--models", "tiny-granite", "--metrics", "abs_diff", "--file_base", m, "--layer_io", "--output_path", out.to_str().unwrap()]);
+    assert!(o.status.success() && text(&o).contains("2 compact file(s)"), "{}", text(&o));
+    let bad = layercheck(&["compare", "--reference", GOLDEN, "--target", c, "--tag", "x"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+}
+
+fn o_compare(target: &str) -> Output {
+    layercheck(&["compare", "--reference", GOLDEN, "--target", target])
+}
