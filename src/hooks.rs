@@ -30,9 +30,19 @@ pub trait Listener {
     fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()>;
 }
 
-/// The forward pass was stopped by its listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stopped;
+/// Why a forward pass did not run to its end.
+#[derive(Debug)]
+pub enum Interrupted {
+    /// The listener stopped it (not an error: it needed no later module).
+    Stopped,
+    /// A libtorch op failed (out of memory, a device error) at or after hook point `key`.
+    Torch { key: ModuleKey, source: tch::TchError },
+}
+
+/// Wraps a libtorch error with the hook point it happened at.
+pub fn at(key: ModuleKey) -> impl Fn(tch::TchError) -> Interrupted {
+    move |source| Interrupted::Torch { key, source }
+}
 
 /// The model side of hooks: wraps an optional listener.
 pub struct Hooks<'a> {
@@ -62,30 +72,30 @@ impl<'a> Hooks<'a> {
     }
 
     /// The input a module should use: the listener's replacement or `x` itself.
-    pub(crate) fn input(&mut self, key: ModuleKey, x: &Tensor) -> Tensor {
+    pub(crate) fn input(&mut self, key: ModuleKey, x: &Tensor) -> Result<Tensor, Interrupted> {
         match self.listener.as_deref_mut().and_then(|l| l.replace_input(key, x)) {
-            Some(replacement) => replacement.to_device(x.device()).to_kind(x.kind()),
-            None => x.shallow_clone(),
+            Some(replacement) => replacement.f_to_device(x.device()).and_then(|t| t.f_to_kind(x.kind())).map_err(at(key)),
+            None => Ok(x.shallow_clone()),
         }
     }
 
     /// Reports a module's output; returns it (possibly replaced by the listener).
-    pub(crate) fn output(&mut self, key: ModuleKey, input: &Tensor, mut output: Tensor) -> Result<Tensor, Stopped> {
+    pub(crate) fn output(&mut self, key: ModuleKey, input: &Tensor, mut output: Tensor) -> Result<Tensor, Interrupted> {
         let Some(l) = self.listener.as_deref_mut() else { return Ok(output) };
         let input = l.wants_input(key).then_some(input);
         match l.on_output(key, input, &mut output) {
             ControlFlow::Continue(()) => Ok(output),
-            ControlFlow::Break(()) => Err(Stopped),
+            ControlFlow::Break(()) => Err(Interrupted::Stopped),
         }
     }
 
     /// Runs a leaf module `f` at hook point `key`.
-    pub(crate) fn call(&mut self, key: ModuleKey, x: &Tensor, f: impl FnOnce(&Tensor) -> Tensor) -> Result<Tensor, Stopped> {
+    pub(crate) fn call(&mut self, key: ModuleKey, x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor, tch::TchError>) -> Result<Tensor, Interrupted> {
         if self.listener.is_none() {
-            return Ok(f(x));
+            return f(x).map_err(at(key));
         }
-        let input = self.input(key, x);
-        let out = f(&input);
+        let input = self.input(key, x)?;
+        let out = f(&input).map_err(at(key))?;
         self.output(key, &input, out)
     }
 }

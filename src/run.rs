@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 use crate::capture::{Capture, Mode, Recorder};
-use crate::hooks::{Hooks, Listener};
+use crate::hooks::{Hooks, Interrupted, Listener};
 use crate::inputs::TokenBatch;
 use crate::libtorch_env::LIBTORCH_VERSION;
 use crate::model::{AttentionMask, DecoderModel, ModelError};
@@ -38,18 +38,15 @@ pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced:
     let ids = batch.to_tensor();
     let mut extra: Vec<(String, Tensor)> = vec![("input_ids".into(), ids.shallow_clone())];
     let mut hooks = Hooks::new(listener);
-    tch::no_grad(|| match spec.mode {
-        Mode::ModelForward => {
-            if let Ok(logits) = model.forward(&ids, spec.mask, &mut hooks) {
-                extra.push(("logits".into(), logits));
-            }
-        }
-        Mode::Generate => {
-            if let Ok(generation) = model.generate(&ids, spec.max_new_tokens, forced, spec.mask, &mut hooks) {
-                extra.push(("output_ids".into(), generation.ids));
-            }
-        }
+    let outcome = tch::no_grad(|| match spec.mode {
+        Mode::ModelForward => model.forward(&ids, spec.mask, &mut hooks).map(|logits| ("logits", logits)),
+        Mode::Generate => model.generate(&ids, spec.max_new_tokens, forced, spec.mask, &mut hooks).map(|g| ("output_ids", g.ids)),
     });
+    match outcome {
+        Ok((name, tensor)) => extra.push((name.into(), tensor)),
+        Err(Interrupted::Stopped) => {}
+        Err(Interrupted::Torch { key, source }) => return Err(ModelError::Forward { target: model.target.to_string(), module: key.to_string(), source }),
+    }
     Ok(extra)
 }
 

@@ -205,3 +205,32 @@ fn cuda_targets_say_they_are_not_available() {
     let err = DecoderModel::load(&dir, "cuda-f16".parse().unwrap()).err().unwrap().to_string();
     assert_contains(&err, &["target cuda-f16 is not available"]);
 }
+
+/// A libtorch op that fails inside the forward (here: a listener hands a module an input of the
+/// wrong width, as a damaged feed would; out of memory is the other cause) ends the run with an
+/// error naming the target and the module, not a panic of the computing process.
+#[test]
+fn a_libtorch_failure_in_the_forward_is_an_error_naming_the_module() {
+    use layercheck::hooks::{Listener, ModuleKey};
+    struct WrongWidth;
+    impl Listener for WrongWidth {
+        fn replace_input(&mut self, key: ModuleKey, computed: &tch::Tensor) -> Option<tch::Tensor> {
+            let dense: ModuleKey = "model.base_model.layers1.attn.dense".parse().unwrap();
+            let mut size = computed.size();
+            *size.last_mut().unwrap() += 5;
+            (key == dense).then(|| tch::Tensor::zeros(size.as_slice(), (computed.kind(), computed.device())))
+        }
+        fn on_output(&mut self, _: ModuleKey, _: Option<&tch::Tensor>, _: &mut tch::Tensor) -> std::ops::ControlFlow<()> {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = DecoderModel::load(&root.join("models/tiny-granite"), Target::REFERENCE).unwrap();
+    let batch = TokenBatch::from_rows(vec![vec![5, 6, 7, 8]]).unwrap();
+    let spec = layercheck::run::RunSpec { mode: layercheck::capture::Mode::ModelForward, max_new_tokens: 0, mask: layercheck::model::AttentionMask::AttendPads };
+    let err = match layercheck::run::execute(&model, &batch, &spec, None, &mut WrongWidth) {
+        Ok(_) => panic!("a forward with a wrong-width input succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("the cpu-f32 forward failed at model.base_model.layers1.attn.dense") && err.contains("hint"), "{err}");
+}

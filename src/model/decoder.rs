@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use super::config::ModelConfig;
 use super::rope::{RopeAngles, RopeTables};
 use super::weights::Checkpoint;
 use super::ModelError;
-use crate::hooks::{Hooks, LayerModule, ModuleKey, Stopped};
+use crate::hooks::{at, Hooks, Interrupted, LayerModule, ModuleKey};
 use crate::target::{Target, TargetRuntime};
 
 /// How attention treats the left padding of a batch.
@@ -186,10 +186,11 @@ impl DecoderModel {
     }
 
     /// One forward over `ids` `[B, S]` (model-forward mode); returns the final logits `[B, S, V]`
-    /// (after Granite's `logits_scaling`), or `Err(Stopped)` when the listener stopped it.
-    pub fn forward(&self, ids: &Tensor, mask: AttentionMask, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
-        let ids = ids.to_device(self.device);
-        let (positions, attn_mask) = self.prompt_positions(&ids, mask);
+    /// (after Granite's `logits_scaling`), or why it did not finish: the listener stopped it, or a
+    /// libtorch op failed (named by the hook point it happened at).
+    pub fn forward(&self, ids: &Tensor, mask: AttentionMask, hooks: &mut Hooks) -> Result<Tensor, Interrupted> {
+        let ids = ids.f_to_device(self.device).map_err(at(ModuleKey::Embedding))?;
+        let (positions, attn_mask) = self.prompt_positions(&ids, mask).map_err(at(ModuleKey::Embedding))?;
         hooks.begin_step(0);
         self.forward_step(&ids, Step { positions, mask: attn_mask, cache: None }, false, hooks)
     }
@@ -198,102 +199,114 @@ impl DecoderModel {
     /// call per new token; hooks see every call (the root `model` key included, as in the seed).
     /// With `forced` (`[B, max_new_tokens]`), those tokens are fed instead of the argmax, so that a
     /// target decodes the reference's tokens and every step compares like with like.
-    pub fn generate(&self, ids: &Tensor, max_new_tokens: usize, forced: Option<&Tensor>, mask: AttentionMask, hooks: &mut Hooks) -> Result<Generation, Stopped> {
-        let ids = ids.to_device(self.device);
+    pub fn generate(&self, ids: &Tensor, max_new_tokens: usize, forced: Option<&Tensor>, mask: AttentionMask, hooks: &mut Hooks) -> Result<Generation, Interrupted> {
+        let start = at(ModuleKey::Embedding);
+        let next_token = at(ModuleKey::Model);
+        let ids = ids.f_to_device(self.device).map_err(&start)?;
         let b = ids.size()[0];
-        let (mut positions, mut attn_mask) = self.prompt_positions(&ids, mask);
+        let (mut positions, mut attn_mask) = self.prompt_positions(&ids, mask).map_err(&start)?;
         let mut cache: Vec<LayerCache> = Vec::new();
         let mut all = ids.shallow_clone();
         let mut next_input = ids.shallow_clone();
-        let forced = forced.map(|tokens| tokens.to_device(self.device));
+        let forced = forced.map(|tokens| tokens.f_to_device(self.device)).transpose().map_err(&start)?;
         for step in 0..max_new_tokens {
             hooks.begin_step(step);
             let logits = self.forward_step(&next_input, Step { positions: positions.shallow_clone(), mask: attn_mask.as_ref().map(|m| m.shallow_clone()), cache: Some(&mut cache) }, true, hooks)?;
             let next = match &forced {
-                Some(tokens) => tokens.select(1, step as i64).view([b, 1]),
-                None => logits.select(1, -1).argmax(-1, false).view([b, 1]),
-            };
-            all = Tensor::cat(&[&all, &next], 1);
+                Some(tokens) => tokens.f_select(1, step as i64).and_then(|t| t.f_view([b, 1])),
+                None => logits.f_select(1, -1).and_then(|l| l.f_argmax(-1, false)).and_then(|t| t.f_view([b, 1])),
+            }
+            .map_err(&next_token)?;
+            all = Tensor::f_cat(&[&all, &next], 1).map_err(&next_token)?;
             next_input = next;
-            positions = positions.select(1, -1).view([b, 1]) + 1;
+            positions = positions.f_select(1, -1).and_then(|p| p.f_view([b, 1])).and_then(|p| p.f_add_scalar(1)).map_err(&next_token)?;
             // The new token attends to every key so far, pads excluded when masking properly.
-            attn_mask = attn_mask.map(|m| {
-                let keys = m.select(2, -1).unsqueeze(2);
-                let ones = Tensor::ones([b, 1, 1, 1], (Kind::Bool, self.device));
-                Tensor::cat(&[keys, ones], 3)
-            });
+            attn_mask = attn_mask
+                .map(|m| -> Result<Tensor, TchError> {
+                    let keys = m.f_select(2, -1)?.f_unsqueeze(2)?;
+                    let ones = Tensor::f_ones([b, 1, 1, 1], (Kind::Bool, self.device))?;
+                    Tensor::f_cat(&[keys, ones], 3)
+                })
+                .transpose()
+                .map_err(&next_token)?;
         }
         Ok(Generation { ids: all })
     }
 
     /// Positions and attention mask for a prompt.
-    fn prompt_positions(&self, ids: &Tensor, mask: AttentionMask) -> (Tensor, Option<Tensor>) {
-        let (b, s) = ids.size2().expect("ids are [B, S]");
+    fn prompt_positions(&self, ids: &Tensor, mask: AttentionMask) -> Result<(Tensor, Option<Tensor>), TchError> {
+        let (b, s) = ids.size2()?;
         match mask {
             AttentionMask::AttendPads => {
-                let positions = Tensor::arange(s, (Kind::Int64, self.device)).unsqueeze(0).expand([b, s], true).contiguous();
-                (positions, None)
+                let positions = Tensor::f_arange(s, (Kind::Int64, self.device))?.f_unsqueeze(0)?.f_expand([b, s], true)?.f_contiguous()?;
+                Ok((positions, None))
             }
             AttentionMask::Proper => {
                 // Left padding: a token is real from the first non-zero id of its row on.
-                let real = ids.ne(0).to_kind(Kind::Int64).cumsum(1, Kind::Int64).gt(0);
-                let positions = (real.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).clamp_min(0);
-                let causal = Tensor::ones([s, s], (Kind::Bool, self.device)).tril(0);
-                let keys = real.view([b, 1, 1, s]);
+                let real = ids.f_ne(0)?.f_to_kind(Kind::Int64)?.f_cumsum(1, Kind::Int64)?.f_gt(0)?;
+                let positions = real.f_to_kind(Kind::Int64)?.f_cumsum(1, Kind::Int64)?.f_sub_scalar(1)?.f_clamp_min(0)?;
+                let causal = Tensor::f_ones([s, s], (Kind::Bool, self.device))?.f_tril(0)?;
+                let keys = real.f_view([b, 1, 1, s])?;
                 // A pad query attends to itself only, so that no row is fully masked (NaN).
-                let eye = Tensor::eye(s, (Kind::Bool, self.device)).view([1, 1, s, s]);
-                let m = causal.view([1, 1, s, s]).logical_and(&keys).logical_or(&eye);
-                (positions, Some(m))
+                let eye = Tensor::f_eye(s, (Kind::Bool, self.device))?.f_view([1, 1, s, s])?;
+                let m = causal.f_view([1, 1, s, s])?.f_logical_and(&keys)?.f_logical_or(&eye)?;
+                Ok((positions, Some(m)))
             }
         }
     }
 
-    fn forward_step(&self, ids: &Tensor, mut step: Step, root: bool, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
+    fn forward_step(&self, ids: &Tensor, mut step: Step, root: bool, hooks: &mut Hooks) -> Result<Tensor, Interrupted> {
         let c = &self.config;
-        let embedded = hooks.call(ModuleKey::Embedding, ids, |ids| Tensor::embedding(&self.embedding, ids, -1, false, false))?;
-        let mut x = if c.embedding_multiplier != 1.0 { &embedded * c.embedding_multiplier } else { embedded };
+        let embedded = hooks.call(ModuleKey::Embedding, ids, |ids| Tensor::f_embedding(&self.embedding, ids, -1, false, false))?;
+        let mut x = if c.embedding_multiplier != 1.0 { embedded.f_mul_scalar(c.embedding_multiplier).map_err(at(ModuleKey::Embedding))? } else { embedded };
         let base_input = x.shallow_clone();
-        let angles = self.rope.at(&step.positions);
+        let angles = self.rope.at(&step.positions).map_err(at(ModuleKey::Embedding))?;
         for (i, block) in self.blocks.iter().enumerate() {
             x = self.block(i, block, &x, &angles, &mut step, hooks)?;
         }
         let hidden = hooks.call(ModuleKey::DecNorm, &x, |x| rms_norm(x, &self.dec_norm, c.rms_norm_eps))?;
         let hidden = hooks.output(ModuleKey::BaseModel, &base_input, hidden)?;
-        let head = hooks.call(ModuleKey::Head, &hidden, |h| h.matmul(&self.head.tr()))?;
-        let logits = if c.logits_scaling != 1.0 { &head / c.logits_scaling } else { head };
+        let head = hooks.call(ModuleKey::Head, &hidden, |h| h.f_matmul(&self.head.f_tr()?))?;
+        let logits = if c.logits_scaling != 1.0 { head.f_div_scalar(c.logits_scaling).map_err(at(ModuleKey::Head))? } else { head };
         if root {
             return hooks.output(ModuleKey::Model, ids, logits);
         }
         Ok(logits)
     }
 
-    fn block(&self, i: usize, w: &Block, x: &Tensor, angles: &RopeAngles, step: &mut Step, hooks: &mut Hooks) -> Result<Tensor, Stopped> {
+    fn block(&self, i: usize, w: &Block, x: &Tensor, angles: &RopeAngles, step: &mut Step, hooks: &mut Hooks) -> Result<Tensor, Interrupted> {
         let c = &self.config;
         let key = |m| ModuleKey::Layer(i, m);
-        let (b, s, _) = x.size3().expect("hidden states are [B, S, E]");
+        let (b, s, _) = x.size3().map_err(at(key(LayerModule::Ln)))?;
         let (h, kvh, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
 
         let normed = hooks.call(key(LayerModule::Ln), x, |x| rms_norm(x, &w.ln, c.rms_norm_eps))?;
-        let in_proj_input = hooks.input(key(LayerModule::InProj), &normed);
-        let q = hooks.call(key(LayerModule::Query), &in_proj_input, |x| x.matmul(&w.query.tr()))?;
-        let k = hooks.call(key(LayerModule::Key), &in_proj_input, |x| x.matmul(&w.key.tr()))?;
-        let v = hooks.call(key(LayerModule::Value), &in_proj_input, |x| x.matmul(&w.value.tr()))?;
+        let in_proj_input = hooks.input(key(LayerModule::InProj), &normed)?;
+        let q = hooks.call(key(LayerModule::Query), &in_proj_input, linear(&w.query))?;
+        let k = hooks.call(key(LayerModule::Key), &in_proj_input, linear(&w.key))?;
+        let v = hooks.call(key(LayerModule::Value), &in_proj_input, linear(&w.value))?;
+        let in_proj = at(key(LayerModule::InProj));
         let (q, k, v) = if hooks.active() {
             // What the name says: the fused projection q, k, v (not the seed's V-only record).
-            let qkv = hooks.output(key(LayerModule::InProj), &in_proj_input, Tensor::cat(&[&q, &k, &v], -1))?;
-            let parts = qkv.split_with_sizes([c.q_width(), c.kv_width(), c.kv_width()], -1);
+            let fused = Tensor::f_cat(&[&q, &k, &v], -1).map_err(&in_proj)?;
+            let qkv = hooks.output(key(LayerModule::InProj), &in_proj_input, fused)?;
+            let parts = qkv.f_split_with_sizes([c.q_width(), c.kv_width(), c.kv_width()], -1).map_err(&in_proj)?;
             (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].shallow_clone())
         } else {
             (q, k, v)
         };
 
-        let q = angles.apply(&q.view([b, s, h, d])).transpose(1, 2);
-        let mut k = angles.apply(&k.view([b, s, kvh, d])).transpose(1, 2);
-        let mut v = v.view([b, s, kvh, d]).transpose(1, 2);
+        // Attention (rotary angles, the KV cache, scaled dot products): errors are the dense's,
+        // the next hook point.
+        let attention = at(key(LayerModule::Dense));
+        let heads = |t: &Tensor, n: i64| t.f_view([b, s, n, d]);
+        let q = angles.apply(&heads(&q, h).map_err(&attention)?).and_then(|t| t.f_transpose(1, 2)).map_err(&attention)?;
+        let mut k = angles.apply(&heads(&k, kvh).map_err(&attention)?).and_then(|t| t.f_transpose(1, 2)).map_err(&attention)?;
+        let mut v = heads(&v, kvh).and_then(|t| t.f_transpose(1, 2)).map_err(&attention)?;
         if let Some(cache) = step.cache.as_deref_mut() {
             if let Some(past) = cache.get_mut(i) {
-                k = Tensor::cat(&[&past.keys, &k], 2);
-                v = Tensor::cat(&[&past.values, &v], 2);
+                k = Tensor::f_cat(&[&past.keys, &k], 2).map_err(&attention)?;
+                v = Tensor::f_cat(&[&past.values, &v], 2).map_err(&attention)?;
                 past.keys = k.shallow_clone();
                 past.values = v.shallow_clone();
             } else {
@@ -301,50 +314,56 @@ impl DecoderModel {
             }
         }
         let group = h / kvh;
-        let expand = |t: &Tensor| -> Tensor {
+        let expand = |t: &Tensor| -> Result<Tensor, TchError> {
             if group == 1 {
-                return t.shallow_clone();
+                return Ok(t.shallow_clone());
             }
-            let (bb, _, t_len, dd) = t.size4().expect("[B, Hkv, T, D]");
-            t.unsqueeze(2).expand([bb, kvh, group, t_len, dd], false).flatten(1, 2)
+            let (bb, _, t_len, dd) = t.size4()?;
+            t.f_unsqueeze(2)?.f_expand([bb, kvh, group, t_len, dd], false)?.f_flatten(1, 2)
         };
-        let (ke, ve) = (expand(&k), expand(&v));
+        let (ke, ve) = (expand(&k).map_err(&attention)?, expand(&v).map_err(&attention)?);
         let past_len = ke.size()[2] - s;
         let attn = match (&step.mask, past_len) {
-            (None, 0) => Tensor::scaled_dot_product_attention(&q, &ke, &ve, None::<Tensor>, 0.0, true, c.attention_scale, false),
-            (None, _) if s == 1 => Tensor::scaled_dot_product_attention(&q, &ke, &ve, None::<Tensor>, 0.0, false, c.attention_scale, false),
-            (Some(m), _) => Tensor::scaled_dot_product_attention(&q, &ke, &ve, Some(m), 0.0, false, c.attention_scale, false),
+            (None, 0) => Tensor::f_scaled_dot_product_attention(&q, &ke, &ve, None::<Tensor>, 0.0, true, c.attention_scale, false),
+            (None, _) if s == 1 => Tensor::f_scaled_dot_product_attention(&q, &ke, &ve, None::<Tensor>, 0.0, false, c.attention_scale, false),
+            (Some(m), _) => Tensor::f_scaled_dot_product_attention(&q, &ke, &ve, Some(m), 0.0, false, c.attention_scale, false),
             (None, _) => unreachable!("a cached step feeds one token at a time"),
         };
-        let attn = attn.transpose(1, 2).contiguous().view([b, s, h * d]);
-        let attn_out = hooks.call(key(LayerModule::Dense), &attn, |a| a.matmul(&w.dense.tr()))?;
-        let x = residual(x, &attn_out, c.residual_multiplier);
+        let attn = attn.and_then(|a| a.f_transpose(1, 2)).and_then(|a| a.f_contiguous()).and_then(|a| a.f_view([b, s, h * d])).map_err(&attention)?;
+        let attn_out = hooks.call(key(LayerModule::Dense), &attn, linear(&w.dense))?;
+        let x = residual(x, &attn_out, c.residual_multiplier).map_err(at(key(LayerModule::Dense)))?;
 
         let normed = hooks.call(key(LayerModule::FfLn), &x, |x| rms_norm(x, &w.ff_ln, c.rms_norm_eps))?;
-        let ff_input = hooks.input(key(LayerModule::FfSubLayer), &normed);
-        let gate = hooks.call(key(LayerModule::Wg), &ff_input, |x| x.matmul(&w.wg.tr()))?;
-        let act = hooks.call(key(LayerModule::A), &gate, |g| g.silu())?;
-        let up = hooks.call(key(LayerModule::W1), &ff_input, |x| x.matmul(&w.w1.tr()))?;
-        let down = hooks.call(key(LayerModule::W2), &(&act * &up), |x| x.matmul(&w.w2.tr()))?;
+        let ff_input = hooks.input(key(LayerModule::FfSubLayer), &normed)?;
+        let gate = hooks.call(key(LayerModule::Wg), &ff_input, linear(&w.wg))?;
+        let act = hooks.call(key(LayerModule::A), &gate, |g| g.f_silu())?;
+        let up = hooks.call(key(LayerModule::W1), &ff_input, linear(&w.w1))?;
+        let gated = act.f_mul(&up).map_err(at(key(LayerModule::W2)))?;
+        let down = hooks.call(key(LayerModule::W2), &gated, linear(&w.w2))?;
         let ff_out = hooks.output(key(LayerModule::FfSubLayer), &ff_input, down)?;
-        Ok(residual(&x, &ff_out, c.residual_multiplier))
+        residual(&x, &ff_out, c.residual_multiplier).map_err(at(key(LayerModule::FfSubLayer)))
     }
 }
 
+/// A bias-free projection by `w` (`[out, in]`): `x @ w^T`.
+fn linear(w: &Tensor) -> impl Fn(&Tensor) -> Result<Tensor, TchError> + '_ {
+    move |x| x.f_matmul(&w.f_tr()?)
+}
+
 /// `residual + branch * multiplier`, as fms's blocks add a branch back.
-fn residual(residual: &Tensor, branch: &Tensor, multiplier: f64) -> Tensor {
+fn residual(residual: &Tensor, branch: &Tensor, multiplier: f64) -> Result<Tensor, TchError> {
     if multiplier == 1.0 {
-        residual + branch
+        residual.f_add(branch)
     } else {
-        branch * multiplier + residual
+        branch.f_mul_scalar(multiplier)?.f_add(residual)
     }
 }
 
 /// RMSNorm as fms computes it: statistics in float32, result cast back, then scaled.
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
-    let xf = x.to_kind(Kind::Float);
-    let scale = (xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float) + eps).rsqrt();
-    (xf * scale).to_kind(x.kind()) * weight
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor, TchError> {
+    let xf = x.f_to_kind(Kind::Float)?;
+    let scale = xf.f_pow_tensor_scalar(2)?.f_mean_dim(-1, true, Kind::Float)?.f_add_scalar(eps)?.f_rsqrt()?;
+    xf.f_mul(&scale)?.f_to_kind(x.kind())?.f_mul(weight)
 }
 
 /// Permutes HF q/k projection rows into fms's order, in which RoPE rotates adjacent pairs:

@@ -40,4 +40,6 @@ pub enum ModelError {
     TooLong { what: String, needed: i64, max: i64 },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("the {target} forward failed at {module}: {source}\n(hint: out of memory or a device error; try a smaller batch size or sequence length)")]
+    Forward { target: String, module: String, #[source] source: tch::TchError },
 }

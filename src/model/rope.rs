@@ -1,7 +1,7 @@
 //! Rotary position embeddings as fms applies them: on adjacent pairs of (permuted) q/k rows,
 //! computed in float32 whatever the model's precision.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use super::config::{Llama3Scaling, Rope};
 
@@ -25,10 +25,10 @@ impl RopeTables {
     }
 
     /// The angles of `positions` `[B, S]`: gathered once per forward call, used by every layer.
-    pub fn at(&self, positions: &Tensor) -> RopeAngles {
-        let (b, s) = positions.size2().expect("rope positions are [B, S]");
-        let flat = positions.flatten(0, -1);
-        RopeAngles { cos: self.cos.index_select(0, &flat).view([b, s, 1, -1]), sin: self.sin.index_select(0, &flat).view([b, s, 1, -1]) }
+    pub fn at(&self, positions: &Tensor) -> Result<RopeAngles, TchError> {
+        let (b, s) = positions.size2()?;
+        let flat = positions.f_flatten(0, -1)?;
+        Ok(RopeAngles { cos: self.cos.f_index_select(0, &flat)?.f_view([b, s, 1, -1])?, sin: self.sin.f_index_select(0, &flat)?.f_view([b, s, 1, -1])? })
     }
 }
 
@@ -40,14 +40,14 @@ pub struct RopeAngles {
 
 impl RopeAngles {
     /// Rotates `x` `[B, S, H, D]` (rows in fms's interleaved order).
-    pub fn apply(&self, x: &Tensor) -> Tensor {
-        let (b, s, h, d) = x.size4().expect("rope input is [B, S, H, D]");
-        let pairs = x.to_kind(Kind::Float).view([b, s, h, d / 2, 2]);
-        let x0 = pairs.select(-1, 0);
-        let x1 = pairs.select(-1, 1);
-        let out0 = &x0 * &self.cos - &x1 * &self.sin;
-        let out1 = &x0 * &self.sin + &x1 * &self.cos;
-        Tensor::stack(&[out0, out1], -1).view([b, s, h, d]).to_kind(x.kind())
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        let (b, s, h, d) = x.size4()?;
+        let pairs = x.f_to_kind(Kind::Float)?.f_view([b, s, h, d / 2, 2])?;
+        let x0 = pairs.f_select(-1, 0)?;
+        let x1 = pairs.f_select(-1, 1)?;
+        let out0 = x0.f_mul(&self.cos)?.f_sub(&x1.f_mul(&self.sin)?)?;
+        let out1 = x0.f_mul(&self.sin)?.f_add(&x1.f_mul(&self.cos)?)?;
+        Tensor::f_stack(&[out0, out1], -1)?.f_view([b, s, h, d])?.f_to_kind(x.kind())
     }
 }
 
