@@ -157,7 +157,7 @@ fn stderr_tail(path: &Path) -> String {
 }
 
 /// The command line as a person would type it.
-fn shell_words(argv: &[String]) -> String {
+pub(crate) fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:{}@,+".contains(c)) { a.clone() } else { format!("'{}'", a.replace('\'', "'\\''")) })
         .collect::<Vec<_>>()

@@ -7,7 +7,7 @@
 use tch::Kind;
 
 use super::check::{check_capture, CheckError};
-use super::command::{CommandError, CommandRunner};
+use super::command::{shell_words, CommandError, CommandRunner};
 use super::request::Request;
 use crate::capture::{Capture, Mode};
 use crate::target::Target;
@@ -31,7 +31,7 @@ pub enum ReferenceError {
     #[error("the reference command's capture has no {what}\n(hint: a capture holds `logits` [B, S, V] in model-forward mode and `output_ids` [B, S + max_new_tokens] in generate mode; see README \"Capture files\")")]
     Missing { what: &'static str },
     #[error("the reference command's capture: {0}")]
-    OutputIds(String),
+    Shape(String),
     #[error("the reference command's capture has no module inputs for {count} of its records (e.g. {example}), and the model's golden_inputs = true keeps them\n(hint: the command must honour the request's capture_inputs and write `input:{{name}}` tensors)")]
     NoInputs { count: usize, example: String },
 }
@@ -44,7 +44,7 @@ pub fn make_reference(runner: &CommandRunner, request: &Request) -> Result<Captu
     check_reference(&capture, request)?;
     let producer = capture.metadata.remove("target").unwrap_or_else(|| "(none)".into());
     capture.metadata.insert(REFERENCE_PRODUCER_TARGET.into(), producer);
-    capture.metadata.insert(REFERENCE_COMMAND.into(), runner.argv.join(" "));
+    capture.metadata.insert(REFERENCE_COMMAND.into(), shell_words(&runner.argv));
     capture.metadata.insert("target".into(), Target::REFERENCE.to_string());
     capture.metadata.insert("mode".into(), request.mode.clone());
     capture.metadata.insert("max_new_tokens".into(), request.max_new_tokens.to_string());
@@ -67,19 +67,19 @@ fn check_reference(capture: &Capture, request: &Request) -> Result<(), Reference
             let logits = capture.tensors.get("logits").ok_or(ReferenceError::Missing { what: "logits" })?;
             let size = logits.size();
             if size.len() != 3 || size[..2] != [b, s] {
-                return Err(ReferenceError::OutputIds(format!("logits is {size:?}, not [{b}, {s}, vocabulary]")));
+                return Err(ReferenceError::Shape(format!("logits is {size:?}, not [{b}, {s}, vocabulary]")));
             }
         }
         Ok(Mode::Generate) => {
             let ids = capture.tensors.get("output_ids").ok_or(ReferenceError::Missing { what: "output_ids" })?;
             let total = s + request.max_new_tokens as i64;
             if ids.size() != [b, total] || !matches!(ids.kind(), Kind::Int64 | Kind::Int) {
-                return Err(ReferenceError::OutputIds(format!("output_ids is {:?} {:?}, not int64 [{b}, {total}]", ids.kind(), ids.size())));
+                return Err(ReferenceError::Shape(format!("output_ids is {:?} {:?}, not int64 [{b}, {total}]", ids.kind(), ids.size())));
             }
-            let prefix: Vec<i64> = Vec::<i64>::try_from(ids.narrow(1, 0, s).to_kind(Kind::Int64).flatten(0, -1)).map_err(|e| ReferenceError::OutputIds(e.to_string()))?;
+            let prefix: Vec<i64> = Vec::<i64>::try_from(ids.narrow(1, 0, s).to_kind(Kind::Int64).flatten(0, -1)).map_err(|e| ReferenceError::Shape(e.to_string()))?;
             let expected: Vec<i64> = request.input_ids.iter().flatten().copied().collect();
             if prefix != expected {
-                return Err(ReferenceError::OutputIds("output_ids does not begin with the request's input_ids".into()));
+                return Err(ReferenceError::Shape("output_ids does not begin with the request's input_ids".into()));
             }
         }
         Err(_) => {}
