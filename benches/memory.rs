@@ -16,6 +16,7 @@ mod smollm2_suite;
 use smollm2_suite::{smollm2, Suite};
 
 /// Peak resident set of `cmd` run to completion, in bytes, and whether it succeeded.
+#[allow(clippy::zombie_processes)] // waited for with wait4, which also gives its rusage
 fn peak_rss(mut cmd: Command) -> (u64, bool) {
     let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("spawns");
     let pid = child.id() as libc::pid_t;

@@ -145,6 +145,17 @@ pub enum CaptureError {
     Format { path: PathBuf, problem: String },
 }
 
+/// Why a record of a [`RecordSource`] could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("no tensor {0}")]
+    Missing(String),
+    #[error(transparent)]
+    File(#[from] TensorFileError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
 /// A captured run: named tensors and the metadata that says what made them.
 pub struct Capture {
     pub metadata: HashMap<String, String>,
@@ -239,12 +250,12 @@ pub trait RecordSource {
     /// Whether there is a tensor called `name`.
     fn contains(&self, name: &str) -> bool;
     /// The tensor called `name` (`None` when there is none), or why it cannot be read.
-    fn tensor(&self, name: &str) -> Result<Option<Tensor>, String>;
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>, RecordError>;
     /// The dtype and shape of the tensor called `name`, if there is one.
     fn info(&self, name: &str) -> Option<(tch::Kind, Vec<i64>)>;
     /// Elements `first..first + count` of the tensor called `name`, flattened row-major, as a
     /// 1-d tensor (what [`crate::metrics::Rows`] slices are made of).
-    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, String>;
+    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, RecordError>;
 
     /// The names of the module inputs by (key, forward call), when there are any: the k-th
     /// record of a key (in recorded order) belongs to call k.
@@ -277,7 +288,7 @@ impl RecordSource for Capture {
         self.tensors.contains_key(name)
     }
 
-    fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>, RecordError> {
         Ok(self.tensors.get(name).map(Tensor::shallow_clone))
     }
 
@@ -285,8 +296,8 @@ impl RecordSource for Capture {
         self.tensors.get(name).map(|t| (t.kind(), t.size()))
     }
 
-    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, String> {
-        let t = self.tensors.get(name).ok_or_else(|| format!("no tensor {name}"))?;
-        t.f_reshape([-1]).and_then(|f| f.f_narrow(0, first, count)).map_err(|e| e.to_string())
+    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, RecordError> {
+        let t = self.tensors.get(name).ok_or_else(|| RecordError::Missing(name.to_string()))?;
+        Ok(t.f_reshape([-1]).and_then(|f| f.f_narrow(0, first, count))?)
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tch::Tensor;
 
-use crate::capture::{check_listed, listed_keys, CaptureError, RecordSource};
+use crate::capture::{check_listed, listed_keys, CaptureError, RecordError, RecordSource};
 use crate::tensor_reader::TensorReader;
 
 /// An open capture file: its metadata and record names, its tensors read when asked for.
@@ -49,20 +49,16 @@ impl RecordSource for CaptureReader {
         self.reader.contains(name)
     }
 
-    fn tensor(&self, name: &str) -> Result<Option<Tensor>, String> {
-        self.reader.read(name).map_err(|e| e.to_string())
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>, RecordError> {
+        Ok(self.reader.read(name)?)
     }
 
     fn info(&self, name: &str) -> Option<(tch::Kind, Vec<i64>)> {
         self.reader.info(name).map(|(k, s)| (k, s.to_vec()))
     }
 
-    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, String> {
-        match self.reader.read_elements(name, first as u64, count as u64) {
-            Ok(Some(t)) => Ok(t),
-            Ok(None) => Err(format!("no tensor {name}")),
-            Err(e) => Err(e.to_string()),
-        }
+    fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, RecordError> {
+        self.reader.read_elements(name, first as u64, count as u64)?.ok_or_else(|| RecordError::Missing(name.to_string()))
     }
 }
 

@@ -361,7 +361,7 @@ fn a_live_reference_needs_no_golden_file() {
         assert!(o.notes.iter().any(|n| n.contains("run live")), "{}: {:?}", o.case, o.notes);
         let bad = failing_keys(o);
         if o.case.contains("fault-l1-dense") && o.case.contains("::iso::") {
-            assert_eq!(bad, [dense.clone()], "{}", o.case);
+            assert_eq!(bad, std::slice::from_ref(&dense), "{}", o.case);
         } else if o.case.contains("fault-l1-dense") {
             assert_eq!(bad.first(), Some(&dense), "{}", o.case);
         } else {

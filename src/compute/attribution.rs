@@ -11,7 +11,7 @@ use crate::capture::RecordSource;
 
 /// Classifies `layers`' failures with `rerun` (the target's judged layers for the isolated twin
 /// of `case`). Returns why they could not be classified, when they could not.
-pub fn attribute(case: &CaseId, target: &TargetSpec, golden: &dyn RecordSource, layers: &mut [LayerOutcome], rerun: impl FnOnce(&CaseId) -> Result<Vec<LayerOutcome>, String>, fix: &str) -> Option<String> {
+pub fn attribute<E: std::fmt::Display>(case: &CaseId, target: &TargetSpec, golden: &dyn RecordSource, layers: &mut [LayerOutcome], rerun: impl FnOnce(&CaseId) -> Result<Vec<LayerOutcome>, E>, fix: &str) -> Option<String> {
     if layers.iter().all(LayerOutcome::passed) {
         return None;
     }

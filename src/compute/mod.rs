@@ -4,11 +4,13 @@
 //! The test processes run `layercheck-suite` (crates/suite), which links no libtorch; they ask
 //! `layercheck suite-case` (crates/suite/src/compute.rs is the asking side) for a case's outcome,
 //! which [`evaluate::evaluate`] computes: golden files (`golden.rs`), the target's listener
-//! (`target_listener.rs`), judging as records are produced (`judge.rs`), attribution.
+//! (`target_listener.rs`), judging as records are produced (`judge.rs`), attribution, and why a case could not be
+//! computed (`setup_error.rs`).
 
 pub mod attribution;
 pub mod evaluate;
 pub mod golden;
 pub mod judge;
+pub mod setup_error;
 pub mod target_listener;
 

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use tch::{Kind, Tensor};
 
-use crate::capture::{RecordSource, Recorder};
+use crate::capture::{RecordError, RecordSource, Recorder};
 use crate::hooks::{Listener, ModuleKey};
 
 /// A deterministic perturbation of one module's output: `amplitude * rms(output) * sin(i)` over
@@ -43,6 +43,15 @@ impl<'a> GoldenInputs<'a> {
     }
 }
 
+/// Why a golden input could not be fed to the module it belongs to.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("golden input {name} has shape {found:?}, this model's input to {key} is {expected:?} (is the golden file of another model?)")]
+    Shape { name: String, found: Vec<i64>, key: ModuleKey, expected: Vec<i64> },
+    #[error("golden input {name}: {source}")]
+    Unreadable { name: String, #[source] source: RecordError },
+}
+
 /// Records a target run, with optional golden inputs and an optional fault.
 pub struct TargetListener<'a> {
     pub recorder: Recorder,
@@ -50,7 +59,7 @@ pub struct TargetListener<'a> {
     fault: Option<Fault>,
     /// The first golden input that could not be read: the run is then not the isolated feed it
     /// claims to be, and [`TargetListener::input_error`] says so.
-    input_error: Option<String>,
+    input_error: Option<FeedError>,
 }
 
 impl<'a> TargetListener<'a> {
@@ -59,8 +68,8 @@ impl<'a> TargetListener<'a> {
     }
 
     /// Why a golden input could not be fed, if one could not.
-    pub fn input_error(&self) -> Option<&str> {
-        self.input_error.as_deref()
+    pub fn take_input_error(&mut self) -> Option<FeedError> {
+        self.input_error.take()
     }
 }
 
@@ -84,13 +93,12 @@ impl Listener for TargetListener<'_> {
             // A golden input of another shape (a golden file of another model) would make the
             // module's libtorch op fail: the feed stops here and says why instead.
             Ok(Some(t)) if t.size() != computed.size() => {
-                let problem = format!("golden input {name} has shape {:?}, this model's input to {key} is {:?} (is the golden file of another model?)", t.size(), computed.size());
-                self.input_error.get_or_insert(problem);
+                self.input_error.get_or_insert(FeedError::Shape { name: name.clone(), found: t.size(), key, expected: computed.size() });
                 None
             }
             Ok(t) => t,
             Err(e) => {
-                self.input_error.get_or_insert_with(|| format!("golden input {name}: {e}"));
+                self.input_error.get_or_insert(FeedError::Unreadable { name: name.clone(), source: e });
                 None
             }
         }

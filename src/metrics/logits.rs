@@ -23,6 +23,10 @@ pub enum LogitsError {
     Missing { side: &'static str, what: String },
     #[error("libtorch failed while comparing logits: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("the golden file's record {name} cannot be read: {source}")]
+    Unreadable { name: String, #[source] source: crate::capture::RecordError },
+    #[error("the golden file's record {name} has shape {shape:?}, not [batch, positions, vocabulary]")]
+    RecordShape { name: String, shape: Vec<i64> },
 }
 
 /// The metrics of each row of `reference` and `target` (`[N, V]`), on the reference's `top_k`

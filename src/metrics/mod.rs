@@ -99,7 +99,7 @@ pub enum MetricsError {
     Empty { shape: Vec<i64> },
     /// The reference's slice could not be read (a golden file read one slice at a time).
     #[error("the reference could not be read: {0}")]
-    Read(String),
+    Read(#[source] crate::capture::RecordError),
     /// libtorch failed.
     #[error("libtorch failed while computing metrics: {0}")]
     Torch(#[from] tch::TchError),

@@ -160,7 +160,7 @@ impl CaseResults {
                     .iter()
                     .enumerate()
                     .map(|(i, f)| FailureJson {
-                        quantity: f.quantity.clone(),
+                        quantity: f.quantity,
                         observed: nf.num(&format!("failures.{i}.observed"), f.observed),
                         threshold: nf.opt(&format!("failures.{i}.threshold"), f.threshold),
                         excess: nf.num(&format!("failures.{i}.excess"), f.excess),
@@ -333,6 +333,9 @@ struct HeaderJson {
     layercheck_version: String,
 }
 
+/// One token of [`LogitsJson`]: `[prompt, position, ce, diff_mean, kl, top1]`.
+type TokenRow = (usize, usize, Option<f64>, Option<f64>, Option<f64>, bool);
+
 /// The case line's `logits`: the outcome with each token a list `[prompt, position, ce,
 /// diff_mean, kl, top1]`; a non-finite value is `null` and reads back as NaN (which fails as an
 /// infinity would).
@@ -347,7 +350,7 @@ struct LogitsJson {
     failure_rate: f64,
     source: String,
     error: Option<String>,
-    tokens: Vec<(usize, usize, Option<f64>, Option<f64>, Option<f64>, bool)>,
+    tokens: Vec<TokenRow>,
 }
 
 impl LogitsJson {

@@ -7,7 +7,7 @@ use tch::Tensor;
 use super::request::{Request, RequestKinds};
 use crate::capture::{Capture, CaptureError, Recorder};
 use crate::capture_reader::CaptureReader;
-use crate::compute::target_listener::{Fault, GoldenInputs, TargetListener};
+use crate::compute::target_listener::{Fault, FeedError, GoldenInputs, TargetListener};
 use layercheck_suite::test_name::Feed;
 use crate::inputs::TokenBatch;
 use crate::model::{DecoderModel, ModelError};
@@ -28,7 +28,7 @@ pub enum BuiltinError {
     #[error("the golden file {0} has no module inputs, which the isolated feed needs\n(hint: set golden_inputs = true for the model in the matrix and regenerate its golden files)")]
     NoInputs(String),
     #[error("the isolated feed could not be fed: {0}\n(hint: the golden file named in the request may be damaged; regenerate it)")]
-    GoldenInput(String),
+    GoldenInput(#[source] FeedError),
 }
 
 /// Runs `request` on `target` (with `fault`, if any) and returns the capture.
@@ -51,8 +51,8 @@ pub fn answer(request: &Request, kinds: RequestKinds, target: Target, fault: Opt
     let recorder = if request.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
     let extra = run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener)?;
-    if let Some(e) = listener.input_error() {
-        return Err(BuiltinError::GoldenInput(e.to_string()));
+    if let Some(e) = listener.take_input_error() {
+        return Err(BuiltinError::GoldenInput(e));
     }
     if let Some(f) = fault.filter(|f| !listener.recorder.records.iter().any(|r| r.key == f.module)) {
         return Err(BuiltinError::NoSuchModule(f.module.to_string()));

@@ -12,9 +12,9 @@ pub mod request;
 
 use std::path::{Path, PathBuf};
 
-use tch::Kind;
+use tch::{Kind, Tensor};
 
-use crate::capture::{record_name, Mode, RecordSource};
+use crate::capture::{record_name, Mode, RecordError, RecordSource};
 use crate::hooks::ModuleKey;
 use crate::target::Target;
 use crate::compute::golden::GoldenStore;
@@ -23,18 +23,43 @@ use crate::inputs::TokenBatch;
 use crate::model::AttentionMask;
 use request::{Request, REQUEST_FORMAT};
 
+/// Why a generate case's forced tokens could not be taken from its golden file.
+#[derive(Debug, thiserror::Error)]
+pub enum ForcedIdsError {
+    #[error("golden file {}: {source}", path.display())]
+    Unreadable { path: PathBuf, #[source] source: RecordError },
+    #[error("golden file {} has no output_ids for generate mode", path.display())]
+    Missing { path: PathBuf },
+    #[error("golden file {}: output_ids has shape {shape:?}, a generate case of {seq_len} prompt tokens and {new_tokens} new ones needs [batch, {}] int64", path.display(), seq_len + new_tokens)]
+    Shape { path: PathBuf, shape: Vec<i64>, seq_len: usize, new_tokens: usize },
+}
+
+/// The new tokens of a generate case in its golden file (`output_ids` after the prompt), as
+/// `[B, max_new_tokens]` int64: what the target is forced to produce.
+pub fn forced_ids(case: &CaseId, golden: &dyn RecordSource, golden_path: &Path) -> Result<Tensor, ForcedIdsError> {
+    let path = || golden_path.to_path_buf();
+    let all = golden.tensor("output_ids").map_err(|source| ForcedIdsError::Unreadable { path: path(), source })?;
+    let all = all.ok_or_else(|| ForcedIdsError::Missing { path: path() })?;
+    let (seq_len, new_tokens) = (case.seq_len, case.max_new_tokens.unwrap_or(0));
+    let shape = all.size();
+    let fits = matches!(shape.as_slice(), [_, n] if *n as usize == seq_len + new_tokens) && all.kind() == Kind::Int64;
+    let shape_error = || ForcedIdsError::Shape { path: path(), shape: shape.clone(), seq_len, new_tokens };
+    if !fits {
+        return Err(shape_error());
+    }
+    all.f_narrow(1, seq_len as i64, new_tokens as i64).map_err(|_| shape_error())
+}
+
 /// The request for `case`'s target run: its inputs and attention mask, the golden's new tokens (generate mode) and
 /// record names, and for the isolated feed the golden file itself.
-pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, mask: AttentionMask, golden: &dyn RecordSource, golden_path: &Path) -> Result<Request, String> {
+pub fn request_for(case: &CaseId, model_dir: &Path, batch: &TokenBatch, mask: AttentionMask, golden: &dyn RecordSource, golden_path: &Path) -> Result<Request, ForcedIdsError> {
     let forced_ids = match case.mode {
         Mode::ModelForward => None,
         Mode::Generate => {
-            let all = golden.tensor("output_ids").map_err(|e| format!("golden file {}: {e}", golden_path.display()))?;
-            let all = all.ok_or_else(|| format!("golden file {} has no output_ids for generate mode", golden_path.display()))?;
-            let t = case.max_new_tokens.unwrap_or(0) as i64;
-            let new = all.narrow(1, case.seq_len as i64, t).to_kind(Kind::Int64);
-            let flat: Vec<i64> = Vec::<i64>::try_from(new.flatten(0, -1)).map_err(|e| e.to_string())?;
-            Some(flat.chunks(t.max(1) as usize).map(<[i64]>::to_vec).collect())
+            let new = forced_ids(case, golden, golden_path)?;
+            let flat = new.f_flatten(0, -1).and_then(Vec::<i64>::try_from);
+            let flat = flat.map_err(|e| ForcedIdsError::Unreadable { path: golden_path.to_path_buf(), source: e.into() })?;
+            Some(flat.chunks(case.max_new_tokens.unwrap_or(0).max(1)).map(<[i64]>::to_vec).collect())
         }
     };
     let model_path = std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
@@ -100,4 +125,41 @@ pub fn reference_request(case: &CaseId, model_dir: &Path, batch: &TokenBatch, nu
 /// Where a `captures` target keeps the capture of `case`: `DIR/{model}/{fwd|gen}-b{B}-s{S}[-n{T}].safetensors`.
 pub fn capture_path(dir: &Path, case: &CaseId) -> PathBuf {
     GoldenStore::new(dir).path(case)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::capture::Capture;
+
+    fn generate_case(seq_len: usize, new_tokens: usize) -> CaseId {
+        CaseId { model: "m".into(), target: "t".into(), mode: Mode::Generate, feed: Feed::Cumulative, batch_size: 2, seq_len, max_new_tokens: Some(new_tokens) }
+    }
+
+    fn golden_with(ids: Option<Tensor>) -> Capture {
+        Capture::from_records(&[], ids.map(|t| ("output_ids".to_string(), t)).into_iter().collect(), HashMap::new())
+    }
+
+    #[test]
+    fn forced_ids_are_the_tokens_after_the_prompt() {
+        let ids = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 4]);
+        let new = forced_ids(&generate_case(3, 1), &golden_with(Some(ids)), Path::new("g")).unwrap();
+        assert_eq!(Vec::<i64>::try_from(new.flatten(0, -1)).unwrap(), vec![4, 8]);
+    }
+
+    #[test]
+    fn output_ids_too_short_of_another_kind_or_missing_are_errors_naming_the_file() {
+        let path = Path::new("golden/m/gen-b2-s3-n4.safetensors");
+        let short = Tensor::from_slice(&[1i64, 2, 3, 4]).view([2, 2]);
+        let float = Tensor::from_slice(&[1f32; 14]).view([2, 7]);
+        for golden in [golden_with(Some(short)), golden_with(Some(float))] {
+            let e = forced_ids(&generate_case(3, 4), &golden, path).unwrap_err();
+            assert!(matches!(e, ForcedIdsError::Shape { .. }), "{e}");
+            assert!(e.to_string().contains("golden/m/gen-b2-s3-n4.safetensors") && e.to_string().contains("[batch, 7]"), "{e}");
+        }
+        let e = forced_ids(&generate_case(3, 4), &golden_with(None), path).unwrap_err();
+        assert!(matches!(e, ForcedIdsError::Missing { .. }), "{e}");
+    }
 }

@@ -171,7 +171,8 @@ mod tests {
 
     #[test]
     fn inconsistent_fields_are_named() {
-        let cases: Vec<(Box<dyn Fn(&mut Request)>, &str)> = vec![
+        type Spoil = Box<dyn Fn(&mut Request)>;
+        let cases: Vec<(Spoil, &str)> = vec![
             (Box::new(|r| r.format = "layercheck-request/9".into()), "format is \"layercheck-request/9\""),
             (Box::new(|r| r.mode = "train".into()), "field mode"),
             (Box::new(|r| r.attention_mask = "none".into()), "field attention_mask"),

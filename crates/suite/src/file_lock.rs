@@ -5,6 +5,15 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+/// Why a lock could not be taken: the file or its folder could not be made, or locking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileLockError {
+    #[error("{}: {source}", path.display())]
+    Create { path: PathBuf, #[source] source: std::io::Error },
+    #[error("could not lock {}: {source}", path.display())]
+    Lock { path: PathBuf, #[source] source: std::io::Error },
+}
+
 /// An exclusive lock on a file, released on drop.
 pub struct FileLock {
     file: std::fs::File,
@@ -12,12 +21,17 @@ pub struct FileLock {
 
 impl FileLock {
     /// Waits for the lock on `path` (created, with its folder, when absent).
-    pub fn acquire(path: &Path) -> Result<Self, String> {
+    pub fn acquire(path: &Path) -> Result<Self, FileLockError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| FileLockError::Create { path: dir.to_path_buf(), source })?;
         }
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        file.lock().map_err(|e| format!("could not lock {}: {e}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|source| FileLockError::Create { path: path.to_path_buf(), source })?;
+        file.lock().map_err(|source| FileLockError::Lock { path: path.to_path_buf(), source })?;
         Ok(FileLock { file })
     }
 }

@@ -175,9 +175,9 @@ impl LogitsOutcome {
                     worst = v;
                     worst_token = Some(*t);
                 }
-                // NaN compares false: a NaN token fails.
+                // A NaN token fails.
                 if let Some(a) = allowed {
-                    if !(v <= a) {
+                    if v.is_nan() || v > a {
                         failing += 1;
                         failing_token[i] = true;
                     }
