@@ -58,7 +58,9 @@ impl RecordSource for CaptureReader {
     }
 
     fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, RecordError> {
-        self.reader.read_elements(name, first as u64, count as u64)?.ok_or_else(|| RecordError::Missing(name.to_string()))
+        let range = || RecordError::Range { name: name.to_string(), first, count };
+        let (start, len) = (u64::try_from(first).map_err(|_| range())?, u64::try_from(count).map_err(|_| range())?);
+        self.reader.read_elements(name, start, len)?.ok_or_else(|| RecordError::Missing(name.to_string()))
     }
 }
 
@@ -103,5 +105,27 @@ mod tests {
         let lazy = CaptureReader::open(&path).err().unwrap().to_string();
         assert_eq!(lazy, Capture::read(&path).err().unwrap().to_string());
         assert!(lazy.contains("no \"format\" entry"), "{lazy}");
+    }
+
+    #[test]
+    fn both_readers_refuse_element_ranges_outside_a_tensor_and_agree_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        let mut recorder = Recorder::all();
+        recorder.begin_step(0);
+        let mut output = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]);
+        let _ = recorder.on_output(ModuleKey::Head, None, &mut output);
+        Capture::from_records(&recorder.records, Vec::new(), HashMap::new()).write(&path).unwrap();
+        let (whole, lazy) = (Capture::read(&path).unwrap(), CaptureReader::open(&path).unwrap());
+        let name = whole.keys[0].clone();
+        let sources: [&dyn RecordSource; 2] = [&whole, &lazy];
+        for source in sources {
+            assert_eq!(Vec::<f32>::try_from(source.elements(&name, 1, 2).unwrap()).unwrap(), vec![2.0, 3.0]);
+            // narrow would count -2 from the end; a wrapped u64 would overflow the offset.
+            for (first, count) in [(-2, 2), (0, -1), (3, 2), (i64::MAX, 1), (1, i64::MAX)] {
+                assert!(source.elements(&name, first, count).is_err(), "{first}, {count}");
+            }
+            assert!(matches!(source.elements("none", 0, 1), Err(RecordError::Missing(_))));
+        }
     }
 }

@@ -58,8 +58,10 @@ pub fn check_positions(max_position_embeddings: i64, batch: &TokenBatch, spec: &
     let (needed, what) = match spec.mode {
         Mode::ModelForward => (s, format!("sequence length {s} (model-forward)")),
         Mode::Generate => {
-            let t = spec.max_new_tokens as i64;
-            (s + (t - 1).max(0), format!("sequence length {s} + {t} new tokens - 1 (generate)"))
+            let t = spec.max_new_tokens;
+            // Past i64, the sum is as impossible as any other count beyond the model's positions.
+            let needed = i64::try_from(t).ok().and_then(|t| s.checked_add((t - 1).max(0))).unwrap_or(i64::MAX);
+            (needed, format!("sequence length {s} + {t} new tokens - 1 (generate)"))
         }
     };
     if needed > max_position_embeddings {
@@ -90,4 +92,21 @@ pub fn provenance(model: &DecoderModel, model_path: &Path, spec: &RunSpec) -> Re
         ("layercheck_version".into(), env!("CARGO_PKG_VERSION").into()),
         ("libtorch_version".into(), LIBTORCH_VERSION.into()),
     ]))
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    #[test]
+    fn a_count_of_new_tokens_past_i64_is_too_long_not_an_overflow() {
+        let batch = TokenBatch::from_rows(vec![vec![1, 2, 3]]).unwrap();
+        for max_new_tokens in [usize::MAX, i64::MAX as usize] {
+            let spec = RunSpec { mode: Mode::Generate, max_new_tokens, mask: crate::model::AttentionMask::AttendPads };
+            let e = check_positions(256, &batch, &spec).unwrap_err();
+            assert!(matches!(e, ModelError::TooLong { needed: i64::MAX, max: 256, .. }), "{e}");
+        }
+        let spec = RunSpec { mode: Mode::Generate, max_new_tokens: 254, mask: crate::model::AttentionMask::AttendPads };
+        assert!(check_positions(256, &batch, &spec).is_ok(), "3 + 254 - 1 = 256 positions fit");
+    }
 }

@@ -113,11 +113,12 @@ impl TensorReader {
     pub fn read_elements(&self, name: &str, first: u64, count: u64) -> Result<Option<Tensor>, TensorFileError> {
         let Some(entry) = self.entries.get(name) else { return Ok(None) };
         let element = entry.kind.elt_size_in_bytes() as u64;
-        let start = entry.start + first * element;
-        let end = start + count * element;
-        if end > entry.end {
-            return Err(TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: elements {first}..{} asked for, it has {}", first + count, (entry.end - entry.start) / element.max(1)) });
-        }
+        let range = first.checked_mul(element).and_then(|a| Some((a, count.checked_mul(element)?)));
+        let range = range.and_then(|(a, n)| Some((entry.start.checked_add(a)?, n))).and_then(|(start, n)| Some((start, start.checked_add(n)?)));
+        let Some((start, end)) = range.filter(|&(_, end)| end <= entry.end) else {
+            let has = (entry.end - entry.start) / element.max(1);
+            return Err(TensorFileError::Corrupt { path: self.path.clone(), problem: format!("tensor {name}: elements {first}..{} asked for, it has {has}", first.saturating_add(count)) });
+        };
         let slice = Entry { kind: entry.kind, shape: vec![count as i64], start, end };
         let bytes = self.bytes(&slice)?;
         Tensor::f_from_data_size(&bytes, &slice.shape, entry.kind)

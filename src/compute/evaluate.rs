@@ -269,6 +269,9 @@ fn last_positions(golden: &dyn RecordSource, name: &str) -> Result<Tensor, Logit
     let &[prompts, positions, vocabulary] = shape.as_slice() else {
         return Err(LogitsError::RecordShape { name: name.to_string(), shape });
     };
+    if positions < 1 {
+        return Err(LogitsError::RecordShape { name: name.to_string(), shape });
+    }
     let rows = (0..prompts).map(|b| golden.elements(name, (b * positions + positions - 1) * vocabulary, vocabulary)).collect::<Result<Vec<_>, _>>().map_err(unreadable)?;
     Ok(Tensor::f_stack(&rows, 0).and_then(|t| t.f_view([prompts, 1, vocabulary]))?)
 }

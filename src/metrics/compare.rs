@@ -109,18 +109,7 @@ impl Rows for Tensor {
 }
 
 fn compare_in_slices_of(reference: &dyn Rows, target: &Tensor, slice_elements: i64) -> Result<(Vec<LayerSummary>, super::ErrorSums), MetricsError> {
-    for (side, kind) in [("reference", reference.kind()), ("target", target.kind())] {
-        if !is_float(kind) {
-            return Err(MetricsError::NotFloat { side, kind: format!("{kind:?}") });
-        }
-    }
-    let (rs, ts) = (reference.shape(), target.size());
-    if rs != ts {
-        return Err(MetricsError::ShapeMismatch { reference: rs, target: ts });
-    }
-    if rs.iter().product::<i64>() == 0 {
-        return Err(MetricsError::Empty { shape: rs });
-    }
+    let rs = check_pair(reference, target)?;
     let device = target.device();
     let shape = if rs.is_empty() { vec![1] } else { rs };
     let items = if shape.len() >= 3 { shape[0] } else { 1 };
@@ -167,20 +156,27 @@ fn is_float(kind: Kind) -> bool {
     matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }
 
-/// Checks the pair and returns views of both on the target's device, 0-d tensors as `[1]`.
-fn prepare(reference: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor), MetricsError> {
-    for (side, t) in [("reference", reference), ("target", target)] {
-        if !is_float(t.kind()) {
-            return Err(MetricsError::NotFloat { side, kind: format!("{:?}", t.kind()) });
+/// What every comparison asks of a pair: both floating point, of one shape, not empty. Returns
+/// the shape.
+fn check_pair(reference: &dyn Rows, target: &Tensor) -> Result<Vec<i64>, MetricsError> {
+    for (side, kind) in [("reference", reference.kind()), ("target", target.kind())] {
+        if !is_float(kind) {
+            return Err(MetricsError::NotFloat { side, kind: format!("{kind:?}") });
         }
     }
-    let (rs, ts) = (reference.size(), target.size());
+    let (rs, ts) = (reference.shape(), target.size());
     if rs != ts {
         return Err(MetricsError::ShapeMismatch { reference: rs, target: ts });
     }
     if rs.iter().product::<i64>() == 0 {
         return Err(MetricsError::Empty { shape: rs });
     }
+    Ok(rs)
+}
+
+/// Checks the pair and returns views of both on the target's device, 0-d tensors as `[1]`.
+fn prepare(reference: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor), MetricsError> {
+    check_pair(reference, target)?;
     let device = target.device();
     let as_rows = |t: &Tensor| -> Result<Tensor, MetricsError> {
         let t = t.f_to_device(device)?;

@@ -5,7 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use layercheck_suite::module_key::MAX_LAYERS;
+
 use super::ModelError;
+
+/// The most positions a model may declare (`max_position_embeddings`): 16M, a hundred times the
+/// longest contexts of today's decoders, whose rotary tables (computed at load) stay in memory.
+pub const MAX_POSITIONS: i64 = 1 << 24;
 
 /// The model family, from `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +182,9 @@ impl ConfigReader {
         let hidden_size = self.int("hidden_size")?;
         let intermediate_size = self.int("intermediate_size")?;
         let num_layers = self.int("num_hidden_layers")? as usize;
+        if num_layers > MAX_LAYERS {
+            return Err(self.err("num_hidden_layers", format!("= {num_layers} is more than the {MAX_LAYERS} layers layercheck takes a model to have")));
+        }
         let num_heads = self.int("num_attention_heads")?;
         let num_kv_heads = match self.map.contains_key("num_key_value_heads") {
             true => self.int("num_key_value_heads")?,
@@ -200,6 +209,10 @@ impl ConfigReader {
         // RMSNorm divides by sqrt(mean(x^2) + eps): eps <= 0 gives inf or NaN on a zero row.
         self.above("rms_norm_eps", rms_norm_eps, 0.0, "RMSNorm divides by sqrt(mean(x^2) + eps), which is NaN or inf for eps <= 0")?;
         let max_position_embeddings = self.int("max_position_embeddings")?;
+        // The rotary tables hold every position: 2 x positions x head_dim/2 float32.
+        if max_position_embeddings > MAX_POSITIONS {
+            return Err(self.err("max_position_embeddings", format!("= {max_position_embeddings} is more than the {MAX_POSITIONS} positions layercheck holds rotary tables for")));
+        }
         let tie_word_embeddings = self.bool_or("tie_word_embeddings", false)?;
         let rope = self.rope()?;
 
@@ -397,6 +410,11 @@ mod tests {
             ("rope_parameters", serde_json::json!({"rope_theta": 1e4, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}), "field \"rope_parameters.high_freq_factor\" = 4 must be above 4"),
             ("num_attention_heads", 0.into(), "field \"num_attention_heads\" must be a positive integer, found 0"),
             ("quantization_config", serde_json::json!({"bits": 4}), "field \"quantization_config\" is not a field layercheck knows"),
+            // Counts that would allocate billions of keys or rotary angles before any weight is read.
+            ("num_hidden_layers", 9_000_000_000_000_000_000u64.into(), "field \"num_hidden_layers\" = 9000000000000000000 is more than"),
+            ("num_hidden_layers", u64::MAX.into(), "field \"num_hidden_layers\" must be a positive integer, found 18446744073709551615"),
+            ("num_hidden_layers", 10_001.into(), "field \"num_hidden_layers\" = 10001 is more than the 10000 layers"),
+            ("max_position_embeddings", 10_000_000_000i64.into(), "field \"max_position_embeddings\" = 10000000000 is more than the 16777216 positions"),
         ];
         for (field, value, expected) in cases {
             let mut v = granite();

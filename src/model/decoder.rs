@@ -113,17 +113,16 @@ impl DecoderModel {
         }
         let device = target.device()?;
         let kind = target.kind();
-        let to = |t: &Tensor| t.to_device(device).to_kind(kind);
-        let blocks = self
-            .blocks
-            .iter()
-            .map(|b| Block { ln: to(&b.ln), query: to(&b.query), key: to(&b.key), value: to(&b.value), dense: to(&b.dense), ff_ln: to(&b.ff_ln), wg: to(&b.wg), w1: to(&b.w1), w2: to(&b.w2) })
-            .collect();
-        let embedding = to(&self.embedding);
-        let head = if self.config.tie_word_embeddings { embedding.shallow_clone() } else { to(&self.head) };
+        let to = |t: &Tensor| t.f_to_device(device).and_then(|t| t.f_to_kind(kind));
+        let block = |b: &Block| -> Result<Block, TchError> {
+            Ok(Block { ln: to(&b.ln)?, query: to(&b.query)?, key: to(&b.key)?, value: to(&b.value)?, dense: to(&b.dense)?, ff_ln: to(&b.ff_ln)?, wg: to(&b.wg)?, w1: to(&b.w1)?, w2: to(&b.w2)? })
+        };
+        let blocks = self.blocks.iter().map(block).collect::<Result<Vec<_>, _>>()?;
+        let embedding = to(&self.embedding)?;
+        let head = if self.config.tie_word_embeddings { embedding.shallow_clone() } else { to(&self.head)? };
         let c = &self.config;
-        let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device);
-        Ok(Some(DecoderModel { config: self.config.clone(), target, device, embedding, blocks, dec_norm: to(&self.dec_norm), head, rope, checkpoint_float64: false }))
+        let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device)?;
+        Ok(Some(DecoderModel { config: self.config.clone(), target, device, embedding, blocks, dec_norm: to(&self.dec_norm)?, head, rope, checkpoint_float64: false }))
     }
 
     /// Loads the HF model folder `dir` onto `target`.
@@ -136,7 +135,7 @@ impl DecoderModel {
         let c = &config;
         let mut take = |name: &str, shape: &[i64]| -> Result<Tensor, ModelError> {
             let w = ckpt.take(name, shape, kind)?;
-            Ok(w.tensor.to_device(device))
+            Ok(w.tensor.f_to_device(device)?)
         };
         let (e, f) = (c.hidden_size, c.intermediate_size);
         let embedding = take("model.embed_tokens.weight", &[c.vocab_size, e])?;
@@ -145,8 +144,8 @@ impl DecoderModel {
             let p = format!("model.layers.{i}");
             blocks.push(Block {
                 ln: take(&format!("{p}.input_layernorm.weight"), &[e])?,
-                query: to_fms_rows(&take(&format!("{p}.self_attn.q_proj.weight"), &[c.q_width(), e])?, c.num_heads),
-                key: to_fms_rows(&take(&format!("{p}.self_attn.k_proj.weight"), &[c.kv_width(), e])?, c.num_kv_heads),
+                query: to_fms_rows(&take(&format!("{p}.self_attn.q_proj.weight"), &[c.q_width(), e])?, c.num_heads)?,
+                key: to_fms_rows(&take(&format!("{p}.self_attn.k_proj.weight"), &[c.kv_width(), e])?, c.num_kv_heads)?,
                 value: take(&format!("{p}.self_attn.v_proj.weight"), &[c.kv_width(), e])?,
                 dense: take(&format!("{p}.self_attn.o_proj.weight"), &[e, c.q_width()])?,
                 ff_ln: take(&format!("{p}.post_attention_layernorm.weight"), &[e])?,
@@ -174,7 +173,7 @@ impl DecoderModel {
         if !unused.is_empty() {
             return Err(ModelError::UnusedWeights { path: ckpt.source.clone(), names: unused.join(", ") });
         }
-        let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device);
+        let rope = RopeTables::new(&c.rope, c.head_dim, c.max_position_embeddings, device)?;
         drop(ckpt);
         release_freed_memory();
         Ok(DecoderModel { config, target, device, embedding, blocks, dec_norm, head, rope, checkpoint_float64 })
@@ -368,8 +367,8 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor, TchError> {
 
 /// Permutes HF q/k projection rows into fms's order, in which RoPE rotates adjacent pairs:
 /// within each head, row `2j` is HF row `j` and row `2j+1` is HF row `j + head_dim/2`.
-fn to_fms_rows(w: &Tensor, heads: i64) -> Tensor {
-    let (rows, cols) = w.size2().expect("a projection weight is 2-D");
+fn to_fms_rows(w: &Tensor, heads: i64) -> Result<Tensor, TchError> {
+    let (rows, cols) = w.size2()?;
     let d = rows / heads;
-    w.view([heads, 2, d / 2, cols]).transpose(1, 2).reshape([rows, cols])
+    w.f_view([heads, 2, d / 2, cols])?.f_transpose(1, 2)?.f_reshape([rows, cols])
 }

@@ -13,15 +13,16 @@ pub struct RopeTables {
 
 impl RopeTables {
     /// Tables for positions `0..max_positions`.
-    pub fn new(rope: &Rope, head_dim: i64, max_positions: i64, device: Device) -> Self {
-        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / head_dim as f64;
-        let mut inv_freq = (Tensor::from(rope.theta as f32).pow(&exponents)).reciprocal();
+    /// Fails when libtorch cannot hold them (out of memory on the device).
+    pub fn new(rope: &Rope, head_dim: i64, max_positions: i64, device: Device) -> Result<Self, TchError> {
+        let exponents = Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Int64, Device::Cpu))?.f_to_kind(Kind::Float)?.f_div_scalar(head_dim as f64)?;
+        let mut inv_freq = Tensor::from(rope.theta as f32).f_pow(&exponents)?.f_reciprocal()?;
         if let Some(scaling) = &rope.llama3 {
             inv_freq = llama3_scale(&inv_freq, scaling);
         }
-        let positions = Tensor::arange(max_positions, (Kind::Float, Device::Cpu));
-        let angles = positions.outer(&inv_freq);
-        RopeTables { cos: angles.cos().to_device(device), sin: angles.sin().to_device(device) }
+        let positions = Tensor::f_arange(max_positions, (Kind::Float, Device::Cpu))?;
+        let angles = positions.f_outer(&inv_freq)?;
+        Ok(RopeTables { cos: angles.f_cos()?.f_to_device(device)?, sin: angles.f_sin()?.f_to_device(device)? })
     }
 
     /// The angles of `positions` `[B, S]`: gathered once per forward call, used by every layer.

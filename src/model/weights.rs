@@ -39,7 +39,8 @@ impl Checkpoint {
         for path in &paths {
             let reader = open_file(path)?;
             for name in reader.names() {
-                let (kind, _) = reader.info(name).expect("a listed name");
+                let missing = || ModelError::MissingWeight { name: name.to_string(), path: path.clone() };
+                let (kind, _) = reader.info(name).ok_or_else(missing)?;
                 if !matches!(kind, tch::Kind::Float | tch::Kind::Half | tch::Kind::BFloat16 | tch::Kind::Double) {
                     return Err(ModelError::Checkpoint {
                         path: path.clone(),
@@ -61,14 +62,15 @@ impl Checkpoint {
             path: self.source.clone(),
         })?;
         let reader = &self.files[file];
-        let (_, found) = reader.info(name).expect("a listed name");
+        let missing = || ModelError::MissingWeight { name: name.to_string(), path: reader.path().to_path_buf() };
+        let (_, found) = reader.info(name).ok_or_else(missing)?;
         if found != shape {
             return Err(ModelError::WeightShape { name: name.to_string(), path: reader.path().to_path_buf(), expected: shape.to_vec(), found: found.to_vec() });
         }
         let tensor = reader
             .read_as(name, kind)
             .map_err(|e| ModelError::Checkpoint { path: reader.path().to_path_buf(), problem: format!("weight {name} could not be read: {e}") })?
-            .expect("a listed name");
+            .ok_or_else(missing)?;
         Ok(Weight { tensor, file: reader.path().to_path_buf() })
     }
 

@@ -64,6 +64,8 @@ pub enum RequestError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a layercheck request: {problem}\n(hint: see the request format in README \"Testing your accelerator\")")]
     Invalid { path: PathBuf, problem: String },
+    #[error("{path}: the request cannot be written as JSON: {source}\n(hint: every path in a request (the model folder, the golden file) must be valid UTF-8)")]
+    Serialise { path: PathBuf, source: serde_json::Error },
 }
 
 /// The typed fields of a checked request.
@@ -77,7 +79,7 @@ pub struct RequestKinds {
 impl Request {
     /// Writes the request as pretty JSON (a new file in a folder of layercheck's own).
     pub fn write(&self, path: &Path) -> Result<(), RequestError> {
-        let text = serde_json::to_string_pretty(self).expect("a request serialises");
+        let text = serde_json::to_string_pretty(self).map_err(|source| RequestError::Serialise { path: path.to_path_buf(), source })?;
         std::fs::write(path, text + "\n").map_err(|source| RequestError::Io { path: path.to_path_buf(), source })
     }
 

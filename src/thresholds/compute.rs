@@ -325,10 +325,11 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
             }
             for (j, item) in record.items.iter().enumerate() {
                 shapes.at(file.case.batch_size, file.case.seq_length, &key).add_summary(item);
-                by_prompt.add(file.case.batch_size, file.case.seq_length, &key, next_prompt + j, item.abs_diff_l2(), item.cos_mean());
+                by_prompt.add(file.case.batch_size, file.case.seq_length, &key, next_prompt.saturating_add(j), item.abs_diff_l2(), item.cos_mean());
             }
         }
-        next_prompt += file.case.batch_size as usize;
+        // Saturating: a file's batch_size is the user's (a count past usize names no prompt).
+        next_prompt = next_prompt.saturating_add(usize::try_from(file.case.batch_size).unwrap_or(usize::MAX));
         if let Some(l) = &file.logits {
             let tokens = l.tokens.iter().map(|t| (t.ce, t.diff_mean, t.kl));
             logits.add(tokens, l.top_k).map_err(|problem| ThresholdsError::Schema { path: Some(path.clone()), problem })?;

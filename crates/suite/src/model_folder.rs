@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::module_key::MAX_LAYERS;
+
 /// Why a model folder's layer count cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelFolderError {
@@ -21,7 +23,11 @@ pub fn num_hidden_layers(model_dir: &Path) -> Result<usize, ModelFolderError> {
     let invalid = |problem: String| ModelFolderError::Invalid { path: path.clone(), problem };
     let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
     match config.get("num_hidden_layers") {
-        Some(n) => n.as_u64().filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| invalid(format!("num_hidden_layers is {n}, not a positive integer"))),
+        Some(n) => match n.as_u64().filter(|&n| n > 0) {
+            Some(n) if n as usize <= MAX_LAYERS => Ok(n as usize),
+            Some(_) => Err(invalid(format!("num_hidden_layers is {n}, more than the {MAX_LAYERS} layers layercheck takes a model to have"))),
+            None => Err(invalid(format!("num_hidden_layers is {n}, not a positive integer"))),
+        },
         None => Err(invalid("has no num_hidden_layers".into())),
     }
 }
@@ -38,7 +44,7 @@ mod tests {
         assert!(err.contains("config.json") && err.contains("hint"), "{err}");
         write(r#"{"model_type": "mistral", "num_hidden_layers": 3}"#);
         assert_eq!(num_hidden_layers(dir.path()).unwrap(), 3);
-        for (text, expected) in [("{", "not JSON"), ("{}", "has no num_hidden_layers"), (r#"{"num_hidden_layers": 0}"#, "is 0, not a positive"), (r#"{"num_hidden_layers": "3"}"#, "not a positive integer")] {
+        for (text, expected) in [("{", "not JSON"), ("{}", "has no num_hidden_layers"), (r#"{"num_hidden_layers": 0}"#, "is 0, not a positive"), (r#"{"num_hidden_layers": "3"}"#, "not a positive integer"), (r#"{"num_hidden_layers": 4000000000}"#, "more than the 10000 layers")] {
             write(text);
             let err = num_hidden_layers(dir.path()).unwrap_err().to_string();
             assert!(err.contains(expected) && err.contains("config.json"), "{text}: {err}");

@@ -111,6 +111,11 @@ impl fmt::Display for ModuleKey {
     }
 }
 
+/// The most decoder layers layercheck takes a model, a file or a record name to have (the
+/// largest public decoders have a few hundred): a layer count or index past it is refused where
+/// it is read, so that no typo allocates billions of module keys.
+pub const MAX_LAYERS: usize = 10_000;
+
 /// A string that is not a module key.
 #[derive(Debug, thiserror::Error)]
 #[error("\"{0}\" is not a module key (expected e.g. model.base_model.layers7.attn.dense or model.head)")]
@@ -136,7 +141,7 @@ impl FromStr for ModuleKey {
         if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || (index.len() > 1 && index.starts_with('0')) {
             return Err(bad());
         }
-        let index: usize = index.parse().map_err(|_| bad())?;
+        let index: usize = index.parse().ok().filter(|&i| i < MAX_LAYERS).ok_or_else(bad)?;
         let module = LayerModule::ALL.into_iter().find(|m| m.path() == path).ok_or_else(bad)?;
         Ok(ModuleKey::Layer(index, module))
     }
@@ -160,11 +165,14 @@ mod tests {
     fn record_keys_use_brackets() {
         assert_eq!(ModuleKey::Layer(7, LayerModule::Ln).record_key(), "model.base_model.layers[7].ln");
         assert_eq!("model.base_model.layers[7].ln".parse::<ModuleKey>().unwrap(), ModuleKey::Layer(7, LayerModule::Ln));
+        assert_eq!("model.base_model.layers9999.ln".parse::<ModuleKey>().unwrap(), ModuleKey::Layer(MAX_LAYERS - 1, LayerModule::Ln));
     }
 
     #[test]
     fn rejects_near_misses() {
-        for bad in ["model.base_model.layers07.ln", "model.base_model.layers.ln", "model.base_model.layers1.attn", "model.base_model.layers1", "head", ""] {
+        // Layer indices from file names past MAX_LAYERS too: `layers18446744073709551615` would
+        // overflow the layer count computed from it.
+        for bad in ["model.base_model.layers07.ln", "model.base_model.layers.ln", "model.base_model.layers1.attn", "model.base_model.layers1", "head", "", "model.base_model.layers10000.ln", "model.base_model.layers18446744073709551615.ln"] {
             assert!(bad.parse::<ModuleKey>().is_err(), "{bad}");
         }
     }
