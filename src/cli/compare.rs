@@ -14,6 +14,7 @@ use layercheck_suite::logits::DEFAULT_TOP_K;
 use layercheck::report::{compact_results, layer_views, write_report};
 use layercheck::runner::check::{check_against, record_problem, Expected};
 use layercheck::thresholds::ThresholdsFile;
+use layercheck_suite::number::{cos, or_dash, sci};
 
 use super::margins::MarginArgs;
 
@@ -101,10 +102,8 @@ fn compare(args: &CompareArgs) -> Result<bool, Box<dyn std::error::Error>> {
     let judged = thresholds.is_some();
     println!("{} layers compared ({}), {}", views.len(), mode.map_or("?".into(), |m| m.to_string()), if judged { "with thresholds" } else { "metrics only (no --thresholds)" });
     for v in &views {
-        let sci = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3e}"));
-        let fixed = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.7}"));
         let verdict = if !judged { "" } else if v.verdict.is_bad() { "FAIL" } else { "ok" };
-        println!("  {verdict:<4} {:<52} abs_diff_l2 {}  cos_mean {}", v.key, sci(v.abs_diff_l2), fixed(v.cos_mean));
+        println!("  {verdict:<4} {:<52} abs_diff_l2 {}  cos_mean {}", v.key, or_dash(v.abs_diff_l2, sci), or_dash(v.cos_mean, cos));
     }
     let first_bad = views.iter().find(|v| v.verdict.is_bad());
     let logits_pass = match &results.logits {

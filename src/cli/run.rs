@@ -7,6 +7,7 @@ use layercheck::compute::evaluate::evaluate;
 use layercheck_suite::outcome::CaseOutcome;
 use layercheck_suite::update::UpdateMode;
 use layercheck_suite::matrix::{Margins, Matrix};
+use layercheck_suite::number::{cos, or_dash, sci};
 use layercheck_suite::verdict::Bounds;
 use layercheck::report::{layer_views, CaseResults};
 
@@ -71,8 +72,6 @@ fn print_case(outcome: &CaseOutcome, margins: &Margins, verbose: bool, seconds: 
     let views = layer_views(&CaseResults::from_outcome(outcome, margins));
     let failing = views.iter().filter(|v| v.verdict.is_bad()).count();
     println!("{}: {} layers, {} failing ({seconds:.2} s)", outcome.case, views.len(), failing);
-    let sci = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3e}"));
-    let fixed = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.7}"));
     for v in &views {
         if !verbose && !v.verdict.is_bad() {
             continue;
@@ -82,10 +81,10 @@ fn print_case(outcome: &CaseOutcome, margins: &Margins, verbose: bool, seconds: 
             "  {:<4} {:<52} abs_diff_l2 {} (th {})  cos_mean {} (th {})",
             if v.verdict.is_bad() { "FAIL" } else { "ok" },
             v.key,
-            sci(v.abs_diff_l2),
-            sci(bounds.abs_diff_l2),
-            fixed(v.cos_mean),
-            fixed(bounds.cos_mean),
+            or_dash(v.abs_diff_l2, sci),
+            or_dash(bounds.abs_diff_l2, sci),
+            or_dash(v.cos_mean, cos),
+            or_dash(bounds.cos_mean, cos),
         );
     }
     if let Some(first) = outcome.first_failure() {

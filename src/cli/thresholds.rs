@@ -82,17 +82,17 @@ pub fn run(args: ThresholdsArgs) -> super::CliResult {
         }
         if let Some(e) = &report.false_failures {
             eprintln!(
-                "{}: false failures on unseen prompts (leave one of {} prompts out, p{} x headroom {}): {} of {} layer tests ({:.4}), {} of {} prompts ({:.4})",
+                "{}: false failures on unseen prompts (leave one of {} prompts out, p{} x headroom {}): {} of {} layer tests ({}), {} of {} prompts ({})",
                 report.model,
                 e.prompts,
                 e.percentile,
                 e.headroom,
                 e.failing_layer_tests,
                 e.layer_tests,
-                e.per_layer_test(),
+                layercheck_suite::number::percent(e.per_layer_test()),
                 e.failing_prompts,
                 e.prompts,
-                e.per_prompt()
+                layercheck_suite::number::percent(e.per_prompt())
             );
             if report.target_unmet {
                 eprintln!("warning: no headroom up to {} meets --false-failure-rate {}: add baseline prompts, or accept the rate above", layercheck::thresholds::false_failures::HEADROOM_LADDER[layercheck::thresholds::false_failures::HEADROOM_LADDER.len() - 1], args.false_failure_rate.unwrap_or(0.0));

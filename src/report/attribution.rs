@@ -81,7 +81,7 @@ pub(super) fn heat_svg(results: &CaseResults) -> Option<String> {
         let max = values.iter().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::max);
         for (t, v) in values.iter().enumerate() {
             let fill = heat_color(*v, max, *failing);
-            let _ = writeln!(s, "<rect x=\"{}\" y=\"{y}\" width=\"{cell_w}\" height=\"{}\" fill=\"{fill}\"><title>{} token {t}: {v:.3e}</title></rect>", label_w + t * cell_w, cell_h - 1, super::html::esc(key));
+            let _ = writeln!(s, "<rect x=\"{}\" y=\"{y}\" width=\"{cell_w}\" height=\"{}\" fill=\"{fill}\"><title>{} token {t}: {}</title></rect>", label_w + t * cell_w, cell_h - 1, super::html::esc(key), super::markdown::sci(*v));
         }
     }
     let _ = writeln!(s, "<text x=\"10\" y=\"{}\">white: no error; dark red (failing layer) or dark grey (passing): the row's worst token; black: NaN/inf; red labels: introduce error</text>", height - 8);

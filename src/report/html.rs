@@ -8,7 +8,7 @@ use super::attribution::{attribution_sentence, failing_lines, heat_svg};
 use super::logits::logits_lines;
 use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::markdown::{
-    cos_opt, errors, first_failures, first_sentence, footer, headline, margins_sentence, one_minus, sci_opt, thresholds, used, PLOT_LEGEND, TABLE_INTRO, WORST_CHECKED, WORST_SHOWN, WORST_UNCHECKED,
+    errors, first_failures, first_sentence, layer_cells, footer, headline, margins_sentence, one_minus, sci_opt, used, LAYER_COLUMNS, PLOT_LEGEND, TABLE_INTRO, WORST_CHECKED, WORST_SHOWN, WORST_UNCHECKED,
 };
 use super::results::CaseResults;
 
@@ -103,24 +103,15 @@ pub fn render_html(results: &CaseResults, views: &[LayerView], svg: &str) -> Str
     if !views.is_empty() {
         let first = first_divergent(views).map(|v| v.order);
         let _ = writeln!(h, "<h2>Layers</h2>\n<p class=\"small\">{}</p>", inline_md(TABLE_INTRO));
-        let _ = writeln!(h, "<table id=\"layers\">\n<tr><th>#</th><th>layer</th><th>group</th><th>abs_diff_l2</th><th>threshold</th><th>cos_mean</th><th>threshold</th><th>used</th><th>verdict</th></tr>");
+        let header: String = LAYER_COLUMNS.iter().map(|c| format!("<th>{}</th>", c.0)).collect();
+        let _ = writeln!(h, "<table id=\"layers\">\n<tr>{header}</tr>");
         for v in views {
-            let (abs_th, cos_th) = thresholds(v);
+            let mut cells = layer_cells(v).map(|c| esc(&c));
+            cells[1] = format!("<code>{}</code>", cells[1]);
+            cells[8] = verdict_html(v.verdict);
+            let row: String = cells.iter().zip(LAYER_COLUMNS).map(|(c, (_, number))| if number { format!("<td class=\"n\">{c}</td>") } else { format!("<td>{c}</td>") }).collect();
             let title = v.why.as_deref().map(|w| format!(" title=\"{}\"", esc(w))).unwrap_or_default();
-            let _ = writeln!(
-                h,
-                "<tr class=\"{}\"{title}><td class=\"n\">{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-                row_class(v, first),
-                v.order,
-                esc(&v.key),
-                v.submodule.name(),
-                sci_opt(v.abs_diff_l2),
-                abs_th,
-                cos_opt(v.cos_mean),
-                cos_th,
-                used(v),
-                verdict_html(v.verdict)
-            );
+            let _ = writeln!(h, "<tr class=\"{}\"{title}>{row}</tr>", row_class(v, first));
         }
         let _ = writeln!(h, "</table>");
     }

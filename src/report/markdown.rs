@@ -8,6 +8,8 @@ use super::logits::logits_lines;
 use super::layers::{case_verdict, first_divergent, worst_layers, CaseVerdict, LayerView, Verdict};
 use super::results::CaseResults;
 use super::{HTML_FILE, PNG_FILE, RESULTS_FILE, SVG_FILE};
+pub(super) use layercheck_suite::number::{cos, sci};
+use layercheck_suite::number::{or_dash, setting};
 
 /// How many failures of the first divergent layer are listed.
 pub(super) const FIRST_FAILURES_SHOWN: usize = 5;
@@ -80,22 +82,14 @@ pub fn render_markdown(results: &CaseResults, views: &[LayerView]) -> String {
     if !views.is_empty() {
         let _ = writeln!(md, "## Layers\n");
         let _ = writeln!(md, "{TABLE_INTRO}\n");
-        let _ = writeln!(md, "| # | layer | group | abs_diff_l2 | threshold | cos_mean | threshold | used | verdict |\n|--:|---|---|--:|--:|--:|--:|--:|---|");
+        let names: Vec<&str> = LAYER_COLUMNS.iter().map(|c| c.0).collect();
+        let rules: Vec<&str> = LAYER_COLUMNS.iter().map(|c| if c.1 { "--:" } else { "---" }).collect();
+        let _ = writeln!(md, "| {} |\n|{}|", names.join(" | "), rules.join("|"));
         for v in views {
-            let (abs_th, cos_th) = thresholds(v);
-            let _ = writeln!(
-                md,
-                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
-                v.order,
-                v.key,
-                v.submodule.name(),
-                sci_opt(v.abs_diff_l2),
-                abs_th,
-                cos_opt(v.cos_mean),
-                cos_th,
-                used(v),
-                verdict_md(v.verdict)
-            );
+            let mut cells = layer_cells(v);
+            cells[1] = format!("`{}`", cells[1]);
+            cells[8] = verdict_md(v.verdict);
+            let _ = writeln!(md, "| {} |", cells.join(" | "));
         }
         md.push('\n');
     }
@@ -142,7 +136,7 @@ pub(super) fn headline(results: &CaseResults, views: &[LayerView]) -> String {
 
 pub(super) fn margins_sentence(results: &CaseResults) -> String {
     match results.margins {
-        Some(m) => format!("Margins: rtol {}, atol {}; a quantity fails past threshold + rtol * |threshold| + atol (for `cos_mean`, on `1 - cos_mean`).", plain(m.rtol), plain(m.atol)),
+        Some(m) => format!("Margins: rtol {}, atol {}; a quantity fails past threshold + rtol * |threshold| + atol (for `cos_mean`, on `1 - cos_mean`).", setting(m.rtol), setting(m.atol)),
         None => "No thresholds.".into(),
     }
 }
@@ -189,6 +183,18 @@ pub(super) fn footer(results: &CaseResults) -> String {
     s
 }
 
+/// The per-layer table's columns, markdown's and HTML's alike: name, and whether it is a number
+/// (right-aligned).
+pub(super) const LAYER_COLUMNS: [(&str, bool); 9] =
+    [("#", true), ("layer", false), ("group", false), ("abs_diff_l2", true), ("threshold", true), ("cos_mean", true), ("threshold", true), ("used", true), ("verdict", false)];
+
+/// A layer's row of the per-layer table as plain text, in [`LAYER_COLUMNS`] order (each format
+/// marks up the key and the verdict its own way).
+pub(super) fn layer_cells(v: &LayerView) -> [String; 9] {
+    let (abs_th, cos_th) = thresholds(v);
+    [v.order.to_string(), v.key.clone(), v.submodule.name().to_string(), sci_opt(v.abs_diff_l2), abs_th, cos_opt(v.cos_mean), cos_th, used(v), v.verdict.name().to_string()]
+}
+
 pub(super) fn thresholds(v: &LayerView) -> (String, String) {
     match v.bounds {
         None => ("-".into(), "-".into()),
@@ -203,22 +209,12 @@ fn verdict_md(v: Verdict) -> String {
     }
 }
 
-/// A value in scientific notation (`5.1000e-1`), `NaN`, `inf`, `-inf`.
-pub(super) fn sci(v: f64) -> String {
-    if v.is_finite() { format!("{v:.4e}") } else { nonfinite(v) }
-}
-
 pub(super) fn sci_opt(v: Option<f64>) -> String {
-    v.map(sci).unwrap_or_else(|| "-".into())
-}
-
-/// A cosine with 9 decimals.
-pub(super) fn cos(v: f64) -> String {
-    if v.is_finite() { format!("{v:.9}") } else { nonfinite(v) }
+    or_dash(v, sci)
 }
 
 pub(super) fn cos_opt(v: Option<f64>) -> String {
-    v.map(cos).unwrap_or_else(|| "-".into())
+    or_dash(v, cos)
 }
 
 pub(super) fn one_minus(v: Option<f64>) -> String {
@@ -235,17 +231,3 @@ pub(super) fn used(v: &LayerView) -> String {
     }
 }
 
-/// A setting as written by hand: `0.05`, `1e-6`.
-fn plain(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-3 { format!("{v:e}") } else { format!("{v}") }
-}
-
-fn nonfinite(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v > 0.0 {
-        "inf".into()
-    } else {
-        "-inf".into()
-    }
-}

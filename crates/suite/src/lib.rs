@@ -17,6 +17,7 @@ pub mod message;
 pub mod mode;
 pub mod model_folder;
 pub mod module_key;
+pub mod number;
 pub mod outcome;
 pub mod report_dir;
 pub mod runner;

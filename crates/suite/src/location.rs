@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::number::{percent, sci};
+
 /// How many tokens and channels a [`ErrorLocation`] keeps.
 pub const TOP: usize = 5;
 
@@ -52,10 +54,10 @@ impl ErrorLocation {
             .iter()
             .map(|t| {
                 let call = t.record.rsplit_once(".iter-").map(|(_, n)| format!(", record iter-{n}")).unwrap_or_default();
-                format!("token {} of prompt {}{call} ({:.3e})", t.token, t.item, t.sq)
+                format!("token {} of prompt {}{call} ({})", t.token, t.item, sci(t.sq))
             })
             .collect();
-        let channels: Vec<String> = self.channels.iter().map(|c| format!("{} ({:.1}%)", c.channel, 100.0 * c.share)).collect();
+        let channels: Vec<String> = self.channels.iter().map(|c| format!("{} ({})", c.channel, percent(c.share))).collect();
         format!("worst tokens (squared error): {}; channels carrying most of it: {}", tokens.join(", "), channels.join(", "))
     }
 }
@@ -123,6 +125,6 @@ mod tests {
         steps.add_at("k.iter-1", 2, &[vec![3.0]], &[3.0]);
         assert_eq!(steps.token_sq, [1.0, 4.0, 3.0], "a decode step's row sits after the prompt's");
         assert_eq!(steps.tokens[1].token, 2);
-        assert_eq!(loc.describe(), "worst tokens (squared error): token 0 of prompt 1 (9.000e0), token 1 of prompt 0 (4.000e0), token 1 of prompt 1 (2.000e0), token 0 of prompt 0 (1.000e0), token 0 of prompt 0, record iter-1 (5.000e-1); channels carrying most of it: 2 (58.2%), 1 (29.9%), 0 (11.9%)");
+        assert_eq!(loc.describe(), "worst tokens (squared error): token 0 of prompt 1 (9.0000e0), token 1 of prompt 0 (4.0000e0), token 1 of prompt 1 (2.0000e0), token 0 of prompt 0 (1.0000e0), token 0 of prompt 0, record iter-1 (5.0000e-1); channels carrying most of it: 2 (58.21%), 1 (29.85%), 0 (11.94%)");
     }
 }

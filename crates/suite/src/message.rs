@@ -4,8 +4,9 @@
 use std::fmt::Write;
 
 use crate::attribution::Attribution;
-use crate::logits::LogitsOutcome;
+use crate::logits::{LogitsOutcome, LogitsVerdict, QuantityVerdict};
 use crate::matrix::Margins;
+use crate::number::{cos, or_none, percent, sci, setting};
 use crate::outcome::{CaseOutcome, LayerOutcome};
 use crate::report_dir::case_report_dir;
 use crate::test_name::{CaseId, TestName};
@@ -25,14 +26,12 @@ pub fn layer_failure(name: &TestName, layer: &LayerOutcome, outcome: &CaseOutcom
         };
         let _ = writeln!(m, "  attribution: {a} ({why})");
     }
-    let fmt_th = |t: Option<f64>| t.map_or("none".to_string(), |v| format!("{v:.6e}"));
     let _ = writeln!(
         m,
-        "  thresholds: abs_diff_l2 {}, cos_mean {} (margins: rtol {}, atol {})",
-        fmt_th(layer.bounds.abs_diff_l2),
-        fmt_th(layer.bounds.cos_mean),
-        margins.rtol,
-        margins.atol
+        "  thresholds: abs_diff_l2 {}, cos_mean {} ({})",
+        or_none(layer.bounds.abs_diff_l2, sci),
+        or_none(layer.bounds.cos_mean, cos),
+        margins_words(margins)
     );
     for (i, failure) in layer.failures.iter().take(8) {
         let o = &layer.observations[*i];
@@ -44,8 +43,14 @@ pub fn layer_failure(name: &TestName, layer: &LayerOutcome, outcome: &CaseOutcom
     if let Some(worst) = layer.observations.iter().min_by(|a, b| a.cos_min.partial_cmp(&b.cos_min).unwrap_or(std::cmp::Ordering::Less)) {
         let _ = writeln!(
             m,
-            "  observed (worst prompt): abs_diff_l2 {:.6e}, max |diff| {:.6e}, cos_mean {:.9}, cos_min {:.9} at token {} of prompt {} ({})",
-            worst.abs_diff_l2, worst.abs_diff_max, worst.cos_mean, worst.cos_min, worst.worst_token, worst.item, worst.record
+            "  observed (worst prompt): abs_diff_l2 {}, max |diff| {}, cos_mean {}, cos_min {} at token {} of prompt {} ({})",
+            sci(worst.abs_diff_l2),
+            sci(worst.abs_diff_max),
+            cos(worst.cos_mean),
+            cos(worst.cos_min),
+            worst.worst_token,
+            worst.item,
+            worst.record
         );
     }
     if let Some(loc) = &layer.location {
@@ -107,38 +112,43 @@ pub fn logits_failure(name: &TestName, logits: &LogitsOutcome, margins: &Margins
     if let Some(e) = &logits.error {
         let _ = writeln!(m, "  {e}");
     }
-    let _ = writeln!(
-        m,
-        "  {} of {} token(s) fail ({:.2}%; the test fails at {:.2}%), on the reference's top {} logits",
-        v.failing_tokens,
-        v.tokens,
-        100.0 * v.failing_share,
-        100.0 * logits.bounds.failure_rate,
-        logits.top_k
-    );
+    let _ = writeln!(m, "  {}", logits_tokens_words(logits, &v));
     for q in &v.quantities {
-        let th = q.threshold.map_or("none".to_string(), |t| format!("{t:.6e}"));
-        let worst = q.worst_token.map_or(String::new(), |t| format!(" at prompt {} {} {}", t.prompt, position_word(logits), t.position));
-        let _ = writeln!(m, "  {}: threshold {th}, {} token(s) past it + margin, worst {:.6e}{worst}", q.quantity.name(), q.failing, q.worst);
+        let _ = writeln!(m, "  {}: {}", q.quantity.name(), logits_quantity_words(logits, q));
     }
     let _ = writeln!(m, "  {}", top1_words(logits, &v));
-    let _ = writeln!(m, "  thresholds from {} (margins: rtol {}, atol {})", logits.bounds.source, margins.rtol, margins.atol);
+    let _ = writeln!(m, "  thresholds from {} ({})", logits.bounds.source, margins_words(margins));
     let _ = write!(m, "{}", commands(name));
     m
 }
 
 /// The logits test in one line, for the command line (`layercheck run`, `layercheck compare`):
 /// `ok`/`FAIL`, the failing tokens against the failure rate, and top-1 agreement.
-pub fn logits_line(logits: &LogitsOutcome, v: &crate::logits::LogitsVerdict) -> String {
+pub fn logits_line(logits: &LogitsOutcome, v: &LogitsVerdict) -> String {
+    format!("{:<4} logits: {}; {}", if v.passed { "ok" } else { "FAIL" }, logits_tokens_words(logits, v), top1_words(logits, v))
+}
+
+/// How many tokens fail the logits test, against the share at which it fails.
+pub fn logits_tokens_words(logits: &LogitsOutcome, v: &LogitsVerdict) -> String {
     format!(
-        "{:<4} logits: {} of {} token(s) past a threshold ({:.2}%; fails at {:.2}%); {}",
-        if v.passed { "ok" } else { "FAIL" },
+        "{} of {} token(s) past a threshold + margin ({}; the test fails at {}), on the reference's top {} logits",
         v.failing_tokens,
         v.tokens,
-        100.0 * v.failing_share,
-        100.0 * logits.bounds.failure_rate,
-        top1_words(logits, v)
+        percent(v.failing_share),
+        percent(logits.bounds.failure_rate),
+        logits.top_k
     )
+}
+
+/// One quantity of the logits verdict: its threshold, the tokens past it and the worst token.
+pub fn logits_quantity_words(logits: &LogitsOutcome, q: &QuantityVerdict) -> String {
+    let worst = q.worst_token.map_or(String::new(), |t| format!(" at prompt {} {} {}", t.prompt, position_word(logits), t.position));
+    format!("threshold {}, {} token(s) past it + margin, worst {}{worst}", or_none(q.threshold, sci), q.failing, sci(q.worst))
+}
+
+/// The margins as a failing test and a report state them.
+pub fn margins_words(margins: &Margins) -> String {
+    format!("margins: rtol {}, atol {}", setting(margins.rtol), setting(margins.atol))
 }
 
 /// What a token's position means: a decode step (generate mode) or a position of the prompt.

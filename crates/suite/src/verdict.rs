@@ -23,6 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::matrix::Margins;
+use crate::number::{cos, sci};
 
 /// The thresholds one record is held to.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -135,7 +136,7 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
                     observed: obs.abs_diff_l2,
                     threshold: Some(th),
                     excess: obs.abs_diff_l2 - allowed,
-                    reason: format!("abs_diff L2 {:.6e} > threshold {th:.6e} + margin (allowed {allowed:.6e})", obs.abs_diff_l2),
+                    reason: format!("abs_diff L2 {} > threshold {} + margin (allowed {})", sci(obs.abs_diff_l2), sci(th), sci(allowed)),
                 });
             }
         }
@@ -154,7 +155,7 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
                     observed: obs.cos_mean,
                     threshold: Some(th),
                     excess: allowed - obs.cos_mean,
-                    reason: format!("mean cos {:.9} < threshold {th:.9} - margin (allowed {allowed:.9}{rule})", obs.cos_mean),
+                    reason: format!("mean cos {} < threshold {} - margin (allowed {}{rule})", cos(obs.cos_mean), cos(th), cos(allowed)),
                 });
             }
         }
@@ -169,13 +170,13 @@ pub fn check(obs: &Observation, bounds: &Bounds, margins: &Margins) -> Vec<Failu
 /// is missing or not finite (such a quantity fails).
 pub fn allowed(bounds: &Bounds, margins: &Margins) -> Bounds {
     let limit = |th: f64| th + margins.rtol * th.abs() + margins.atol;
-    let cos = |t: f64| match bounds.cos_rule {
+    let cos_limit = |t: f64| match bounds.cos_rule {
         CosRule::Deficit => 1.0 - limit(1.0 - t),
         CosRule::Seed => t - margins.rtol * t.abs() - margins.atol,
     };
     Bounds {
         abs_diff_l2: bounds.abs_diff_l2.filter(|t| t.is_finite()).map(limit),
-        cos_mean: bounds.cos_mean.filter(|t| t.is_finite()).map(cos),
+        cos_mean: bounds.cos_mean.filter(|t| t.is_finite()).map(cos_limit),
         cos_rule: bounds.cos_rule,
     }
 }
@@ -183,7 +184,7 @@ pub fn allowed(bounds: &Bounds, margins: &Margins) -> Bounds {
 fn missing(quantity: Quantity, observed: f64, th: Option<f64>) -> Failure {
     let reason = match th {
         None => format!("no {quantity} threshold for this layer and shape"),
-        Some(v) => format!("the {quantity} threshold is {v}, which cannot be applied"),
+        Some(v) => format!("the {quantity} threshold is {}, which cannot be applied", sci(v)),
     };
     Failure { quantity, observed, threshold: th, excess: f64::NAN, reason }
 }
