@@ -182,7 +182,9 @@ impl GoldenStore {
         for name in names {
             let t = &capture.tensors[name];
             if t.is_floating_point() {
-                let count = t.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
+                let count = t.f_isfinite().and_then(|f| f.f_logical_not()).and_then(|f| f.f_sum(tch::Kind::Int64)).and_then(|n| n.f_int64_value(&[]));
+                let torch = |e: tch::TchError| GoldenError::Write { path: path.clone(), source: CaptureError::File(crate::tensor_file::TensorFileError::Corrupt { path: path.clone(), problem: format!("tensor {name}: {e}") }) };
+                let count = count.map_err(torch)?;
                 if count > 0 {
                     return Err(GoldenError::NonFinite { path, name: name.clone(), count });
                 }

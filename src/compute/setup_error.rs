@@ -7,7 +7,7 @@ use layercheck_suite::file_lock::FileLockError;
 use layercheck_suite::model_folder::ModelFolderError;
 
 use super::golden::GoldenError;
-use super::target_listener::FeedError;
+use super::target_listener::ListenerError;
 use super::evaluate::SAVE_CAPTURES_VAR;
 use crate::capture::CaptureError;
 use crate::hooks::ModuleKey;
@@ -72,8 +72,8 @@ pub enum SetupError {
     ForcedIds { #[source] source: ForcedIdsError, fix: String },
     #[error("isolated feeding needs module inputs in the golden file {}, and it has none\n(hint: set golden_inputs = true under [models.{model}] in the matrix and run `{fix}`)", path.display())]
     NoGoldenInputs { path: PathBuf, model: String, fix: String },
-    #[error("the isolated feed could not be fed: {source}\n(hint: `{fix}`)")]
-    Feed { #[source] source: FeedError, fix: String },
+    #[error("{source}\n(hint: `{fix}`)")]
+    Feed { #[source] source: ListenerError, fix: String },
     #[error("the golden file lists a record {0} that is not a module key")]
     NotAModuleKey(String),
     #[error("fault target {target}: module {module} does not exist in this case's run ({mode} mode of a model with {layers} layer(s)), so the fault would change nothing and every test would pass\n(hint: point [faults.{target}] module at one of the model's modules, e.g. {example}; see {matrix_file})")]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 use crate::capture::{RecordError, RecordSource, Recorder};
 use crate::hooks::{Listener, ModuleKey};
@@ -18,12 +18,12 @@ pub struct Fault {
 }
 
 impl Fault {
-    /// `output` with the fault added.
-    pub fn apply(&self, output: &Tensor) -> Tensor {
-        let x = output.to_kind(Kind::Float);
-        let rms = x.square().mean(Kind::Float).sqrt();
-        let pattern = Tensor::arange(x.numel() as i64, (Kind::Float, x.device())).sin().view(x.size().as_slice());
-        (x + pattern * rms * self.amplitude).to_kind(output.kind())
+    /// `output` with the fault added; fails when libtorch cannot (out of memory on the device).
+    pub fn apply(&self, output: &Tensor) -> Result<Tensor, TchError> {
+        let x = output.f_to_kind(Kind::Float)?;
+        let rms = x.f_square()?.f_mean(Kind::Float)?.f_sqrt()?;
+        let pattern = Tensor::f_arange(x.numel() as i64, (Kind::Float, x.device()))?.f_sin()?.f_view(x.size().as_slice())?;
+        x.f_add(&pattern.f_mul(&rms)?.f_mul_scalar(self.amplitude)?)?.f_to_kind(output.kind())
     }
 }
 
@@ -43,13 +43,16 @@ impl<'a> GoldenInputs<'a> {
     }
 }
 
-/// Why a golden input could not be fed to the module it belongs to.
+/// Why the listener could not do what the case asks of a module: feed it its golden input
+/// (isolated feed), or add the fault to its output.
 #[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    #[error("golden input {name} has shape {found:?}, this model's input to {key} is {expected:?} (is the golden file of another model?)")]
+pub enum ListenerError {
+    #[error("the isolated feed could not be fed: golden input {name} has shape {found:?}, this model's input to {key} is {expected:?} (is the golden file of another model?)")]
     Shape { name: String, found: Vec<i64>, key: ModuleKey, expected: Vec<i64> },
-    #[error("golden input {name}: {source}")]
+    #[error("the isolated feed could not be fed: golden input {name}: {source}")]
     Unreadable { name: String, #[source] source: RecordError },
+    #[error("the fault on {key} could not be applied: {source}")]
+    Fault { key: ModuleKey, #[source] source: TchError },
 }
 
 /// Records a target run, with optional golden inputs and an optional fault.
@@ -59,7 +62,7 @@ pub struct TargetListener<'a> {
     fault: Option<Fault>,
     /// The first golden input that could not be read: the run is then not the isolated feed it
     /// claims to be, and [`TargetListener::input_error`] says so.
-    input_error: Option<FeedError>,
+    input_error: Option<ListenerError>,
 }
 
 impl<'a> TargetListener<'a> {
@@ -67,8 +70,8 @@ impl<'a> TargetListener<'a> {
         TargetListener { recorder, golden_inputs, fault, input_error: None }
     }
 
-    /// Why a golden input could not be fed, if one could not.
-    pub fn take_input_error(&mut self) -> Option<FeedError> {
+    /// Why a golden input could not be fed or the fault applied, if one could not.
+    pub fn take_input_error(&mut self) -> Option<ListenerError> {
         self.input_error.take()
     }
 }
@@ -93,12 +96,12 @@ impl Listener for TargetListener<'_> {
             // A golden input of another shape (a golden file of another model) would make the
             // module's libtorch op fail: the feed stops here and says why instead.
             Ok(Some(t)) if t.size() != computed.size() => {
-                self.input_error.get_or_insert(FeedError::Shape { name: name.clone(), found: t.size(), key, expected: computed.size() });
+                self.input_error.get_or_insert(ListenerError::Shape { name: name.clone(), found: t.size(), key, expected: computed.size() });
                 None
             }
             Ok(t) => t,
             Err(e) => {
-                self.input_error.get_or_insert(FeedError::Unreadable { name: name.clone(), source: e });
+                self.input_error.get_or_insert(ListenerError::Unreadable { name: name.clone(), source: e });
                 None
             }
         }
@@ -106,7 +109,13 @@ impl Listener for TargetListener<'_> {
 
     fn on_output(&mut self, key: ModuleKey, input: Option<&Tensor>, output: &mut Tensor) -> ControlFlow<()> {
         if let Some(fault) = self.fault.filter(|f| f.module == key) {
-            *output = fault.apply(output);
+            match fault.apply(output) {
+                Ok(faulty) => *output = faulty,
+                Err(source) => {
+                    self.input_error.get_or_insert(ListenerError::Fault { key, source });
+                    return ControlFlow::Break(());
+                }
+            }
         }
         let flow = self.recorder.on_output(key, input, output);
         if self.input_error.is_some() {
@@ -125,8 +134,8 @@ mod tests {
     fn a_fault_changes_size_and_direction_deterministically() {
         let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).view([1, 2, 3]);
         let fault = Fault { module: ModuleKey::Layer(0, LayerModule::Dense), amplitude: 0.5 };
-        let y = fault.apply(&x);
-        assert!(y.equal(&fault.apply(&x)), "deterministic");
+        let y = fault.apply(&x).unwrap();
+        assert!(y.equal(&fault.apply(&x).unwrap()), "deterministic");
         let values: Vec<f32> = Vec::<f32>::try_from(y.flatten(0, -1)).unwrap();
         // Independent: rms of 1..6 is sqrt(91/6); element i gets 0.5 * rms * sin(i).
         let rms = (91.0f64 / 6.0).sqrt();

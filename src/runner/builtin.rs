@@ -7,7 +7,7 @@ use tch::Tensor;
 use super::request::{Request, RequestKinds};
 use crate::capture::{Capture, CaptureError, Recorder};
 use crate::capture_reader::CaptureReader;
-use crate::compute::target_listener::{Fault, FeedError, GoldenInputs, TargetListener};
+use crate::compute::target_listener::{Fault, ListenerError, GoldenInputs, TargetListener};
 use layercheck_suite::test_name::Feed;
 use crate::inputs::TokenBatch;
 use crate::model::{DecoderModel, ModelError};
@@ -27,8 +27,8 @@ pub enum BuiltinError {
     NoSuchModule(String),
     #[error("the golden file {0} has no module inputs, which the isolated feed needs\n(hint: set golden_inputs = true for the model in the matrix and regenerate its golden files)")]
     NoInputs(String),
-    #[error("the isolated feed could not be fed: {0}\n(hint: the golden file named in the request may be damaged; regenerate it)")]
-    GoldenInput(#[source] FeedError),
+    #[error("{0}\n(hint: the golden file named in the request may be damaged; regenerate it)")]
+    GoldenInput(#[source] ListenerError),
 }
 
 /// Runs `request` on `target` (with `fault`, if any) and returns the capture.
