@@ -16,7 +16,13 @@ use crate::formats::case::SeedCase;
 use crate::formats::compact::{compact_file_name_tagged, CompactFile, CompactLogits, CompactWriter, SUFFIX as COMPACT_SUFFIX};
 use layercheck_suite::atomic::{move_new_files, remove_stale_temporaries, temp_builder, AtomicWriteError};
 use crate::formats::seed_csv::{seed_csv_path, write_layer_csvs, SeedMetric};
-use crate::inputs::{read_prompts, CountedPrompts, TokenBatch, Tokenizer};
+use crate::formats::compact::CompactError;
+use crate::formats::seed_csv::SeedCsvError;
+use crate::inputs::{read_prompts, CountedPrompts, InputError, TokenBatch, Tokenizer};
+use crate::metrics::logits::LogitsError;
+use crate::metrics::MetricsError;
+use crate::model::ModelError;
+use crate::sharegpt::ShareGptError;
 use crate::model::{AttentionMask, DecoderModel};
 use crate::run::{self, RunSpec};
 use crate::progress::Progress;
@@ -65,16 +71,36 @@ pub struct MetricsRunOptions {
 /// Why metric generation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsRunError {
+    #[error("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)\n(hint: add --format compact --prompts FILE, or drop --prompt-batches)")]
+    PromptBatchesNeedCompact,
+    /// The prompts, the token ids or the tokenizer.
+    #[error(transparent)]
+    Inputs(#[from] InputError),
+    #[error(transparent)]
+    ShareGpt(#[from] ShareGptError),
     #[error("{0}")]
-    Setup(String),
+    Rows(String),
+    #[error("{} holds {found_b} x {found_s} ids but the case is batch size {b}, sequence length {s}\n(hint: pass --batch_sizes {found_b} --seq_lengths {found_s})", path.display())]
+    IdsShape { path: PathBuf, found_b: usize, found_s: usize, b: usize, s: usize },
+    #[error("{}: {fitting} prompt(s) fit in {s} tokens; batch {k} of size {b} needs {}\n(hint: add prompts, lower --prompt-batches or raise --seq_lengths)", path.display(), (k + 1) * b)]
+    TooFewPrompts { path: PathBuf, fitting: usize, s: usize, k: usize, b: usize },
+    /// Loading or running the reference or the target.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{}: {source}", path.display())]
+    Folder { path: PathBuf, #[source] source: std::io::Error },
     #[error("record {name}: the target did not record it (the reference did)")]
     MissingRecord { name: String },
-    #[error("{0}")]
-    Write(String),
-}
-
-fn setup<E: std::fmt::Display>(e: E) -> MetricsRunError {
-    MetricsRunError::Setup(e.to_string())
+    #[error("record {name}: {source}")]
+    Metrics { name: String, #[source] source: MetricsError },
+    #[error("logits: {0}")]
+    Logits(#[from] LogitsError),
+    #[error(transparent)]
+    Compact(#[from] CompactError),
+    #[error(transparent)]
+    SeedCsv(#[from] SeedCsvError),
+    #[error(transparent)]
+    Write(#[from] AtomicWriteError),
 }
 
 /// What `generate` produced.
@@ -89,17 +115,17 @@ pub struct Generated {
 /// Runs every case of the product batch sizes x seq lengths x new tokens.
 pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Generated, MetricsRunError> {
     if opts.prompt_batches > 1 && (opts.format == MetricsFormat::SeedCsv || !matches!(opts.inputs, InputSource::Prompts(_))) {
-        return Err(MetricsRunError::Setup("--prompt-batches above 1 needs --format compact and --prompts (the seed's CSV names hold one batch per case)\n(hint: add --format compact --prompts FILE, or drop --prompt-batches)".into()));
+        return Err(MetricsRunError::PromptBatchesNeedCompact);
     }
-    let tokenizer = Tokenizer::load(&opts.model_path).map_err(setup)?;
-    let reference = DecoderModel::load(&opts.model_path, opts.reference).map_err(setup)?;
+    let tokenizer = Tokenizer::load(&opts.model_path)?;
+    let reference = DecoderModel::load(&opts.model_path, opts.reference)?;
     // The checkpoint is read once when it can be: the target's weights are the reference's
     // converted, exactly what reading them again as the target's dtype gives.
-    let target = match reference.converted(opts.target).map_err(setup)? {
+    let target = match reference.converted(opts.target)? {
         Some(target) => target,
-        None => DecoderModel::load(&opts.model_path, opts.target).map_err(setup)?,
+        None => DecoderModel::load(&opts.model_path, opts.target)?,
     };
-    std::fs::create_dir_all(&opts.output_path).map_err(|e| setup(format!("{}: {e}", opts.output_path.display())))?;
+    std::fs::create_dir_all(&opts.output_path).map_err(|source| MetricsRunError::Folder { path: opts.output_path.clone(), source })?;
     let mut cases = Vec::new();
     for &b in &opts.batch_sizes {
         for &s in &opts.seq_lengths {
@@ -116,10 +142,10 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Gen
     for (b, s, t, k) in cases {
         let batch = inputs.batch(&tokenizer, b, s, k)?;
         let spec = RunSpec { mode: opts.mode, max_new_tokens: t, mask: AttentionMask::AttendPads };
-        let ref_capture = run::capture(&reference, &opts.model_path, &batch, &spec, Recorder::all()).map_err(setup)?;
+        let ref_capture = run::capture(&reference, &opts.model_path, &batch, &spec, Recorder::all())?;
         let forced = ref_capture.tensors.get("output_ids").map(|ids| ids.narrow(1, s as i64, t as i64));
         let mut recorder = Recorder::all();
-        let extra = run::execute(&target, &batch, &spec, forced.as_ref(), &mut recorder).map_err(setup)?;
+        let extra = run::execute(&target, &batch, &spec, forced.as_ref(), &mut recorder)?;
         let target_logits: Vec<(String, Tensor)> = extra.into_iter().filter(|(name, _)| name == "logits").collect();
         let target_capture = Capture::from_records(&recorder.records, target_logits, Default::default());
         let logits = case_logits(opts.mode, &ref_capture, &target_capture, &batch.to_tensor())?;
@@ -144,10 +170,10 @@ enum LoadedInputs<'a> {
 impl<'a> LoadedInputs<'a> {
     fn load(source: &'a InputSource, tokenizer: &Tokenizer) -> Result<Self, MetricsRunError> {
         Ok(match source {
-            InputSource::ShareGpt(path) => LoadedInputs::ShareGpt(ShareGptPool::load(path, tokenizer.inner()).map_err(setup)?),
+            InputSource::ShareGpt(path) => LoadedInputs::ShareGpt(ShareGptPool::load(path, tokenizer.inner())?),
             InputSource::Prompts(path) => {
-                let prompts = read_prompts(path).map_err(setup)?;
-                LoadedInputs::Prompts(path, CountedPrompts::count(prompts, tokenizer).map_err(setup)?)
+                let prompts = read_prompts(path)?;
+                LoadedInputs::Prompts(path, CountedPrompts::count(prompts, tokenizer)?)
             }
             InputSource::Ids(path) => LoadedInputs::Ids(path),
         })
@@ -157,29 +183,16 @@ impl<'a> LoadedInputs<'a> {
     fn batch(&self, tokenizer: &Tokenizer, b: usize, s: usize, k: usize) -> Result<TokenBatch, MetricsRunError> {
         match self {
             LoadedInputs::Ids(path) => {
-                let batch = TokenBatch::read_json(path).map_err(setup)?;
+                let batch = TokenBatch::read_json(path)?;
                 if batch.batch_size() != b || batch.seq_len() != s {
-                    return Err(setup(format!(
-                        "{} holds {} x {} ids but the case is batch size {b}, sequence length {s}\n(hint: pass --batch_sizes {} --seq_lengths {})",
-                        path.display(),
-                        batch.batch_size(),
-                        batch.seq_len(),
-                        batch.batch_size(),
-                        batch.seq_len()
-                    )));
+                    return Err(MetricsRunError::IdsShape { path: path.to_path_buf(), found_b: batch.batch_size(), found_s: batch.seq_len(), b, s });
                 }
                 Ok(batch)
             }
-            LoadedInputs::ShareGpt(pool) => TokenBatch::from_rows(pool.batch(b, s).map_err(setup)?.ids).map_err(setup),
+            LoadedInputs::ShareGpt(pool) => TokenBatch::from_rows(pool.batch(b, s)?.ids).map_err(MetricsRunError::Rows),
             LoadedInputs::Prompts(path, prompts) => {
-                let chosen = prompts.batch(b, s, k).map_err(|fitting| {
-                    setup(format!(
-                        "{}: {fitting} prompt(s) fit in {s} tokens; batch {k} of size {b} needs {}\n(hint: add prompts, lower --prompt-batches or raise --seq_lengths)",
-                        path.display(),
-                        (k + 1) * b
-                    ))
-                })?;
-                TokenBatch::from_prompts(&chosen, tokenizer, Some(s), path).map_err(setup)
+                let chosen = prompts.batch(b, s, k).map_err(|fitting| MetricsRunError::TooFewPrompts { path: path.to_path_buf(), fitting, s, k, b })?;
+                Ok(TokenBatch::from_prompts(&chosen, tokenizer, Some(s), path)?)
             }
         }
     }
@@ -196,19 +209,18 @@ fn case_logits(mode: Mode, reference: &Capture, target: &Capture, ids: &Tensor) 
         }
     };
     let (r, t) = (side(reference), side(target));
-    let tokens = crate::metrics::logits::case_tokens(mode, &r.iter().collect::<Vec<_>>(), &t.iter().collect::<Vec<_>>(), ids, DEFAULT_TOP_K).map_err(|e| MetricsRunError::Write(format!("logits: {e}")))?;
+    let tokens = crate::metrics::logits::case_tokens(mode, &r.iter().collect::<Vec<_>>(), &t.iter().collect::<Vec<_>>(), ids, DEFAULT_TOP_K)?;
     Ok(CompactLogits { top_k: DEFAULT_TOP_K as u64, tokens })
 }
 
 /// Writes one case's metric files; returns them and the case's name and summaries.
 fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &Capture, target: &Capture, logits: CompactLogits) -> Result<(Vec<PathBuf>, (String, CompactFile)), MetricsRunError> {
-    let write = |e: &dyn std::fmt::Display| MetricsRunError::Write(e.to_string());
     let mut compact = CompactWriter::new(case.clone())
         .with_metadata("mode", &opts.mode.to_string())
         .and_then(|w| w.with_metadata("reference", &opts.reference.to_string()))
         .and_then(|w| w.with_metadata("target", &opts.target.to_string()))
         .and_then(|w| w.with_metadata("layercheck_version", env!("CARGO_PKG_VERSION")))
-        .map_err(|e| write(&e))?;
+        ?;
     compact.set_logits(logits);
     // Seed CSV files go to a temporary folder first and are moved into place together once all
     // are written, so a failure or a kill never leaves part of a case (which would block a rerun
@@ -217,7 +229,7 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
     let staging = match opts.format {
         MetricsFormat::SeedCsv => {
             remove_stale_temporaries(&opts.output_path);
-            Some(temp_builder().tempdir_in(&opts.output_path).map_err(|e| MetricsRunError::Write(format!("{}: {e}", opts.output_path.display())))?)
+            Some(temp_builder().tempdir_in(&opts.output_path).map_err(|source| MetricsRunError::Folder { path: opts.output_path.clone(), source })?)
         }
         MetricsFormat::Compact => None,
     };
@@ -225,31 +237,31 @@ fn write_case(opts: &MetricsRunOptions, case: &SeedCase, k: usize, reference: &C
     for name in &reference.keys {
         let r: &Tensor = &reference.tensors[name];
         let t = target.tensors.get(name).ok_or_else(|| MetricsRunError::MissingRecord { name: name.clone() })?;
-        let comparison = crate::metrics::compare(r, t).map_err(|e| MetricsRunError::Write(format!("record {name}: {e}")))?;
+        let comparison = crate::metrics::compare(r, t).map_err(|source| MetricsRunError::Metrics { name: name.clone(), source })?;
         if let Some(dir) = &staging {
             // Fail early, before the work, on a file a previous run left.
             for metric in [SeedMetric::AbsDiff, SeedMetric::CosSim] {
                 let final_path = seed_csv_path(&opts.output_path, case, name, metric);
                 if final_path.exists() {
-                    return Err(write(&AtomicWriteError::Exists { path: final_path }));
+                    return Err(AtomicWriteError::Exists { path: final_path }.into());
                 }
             }
-            staged.extend(write_layer_csvs(dir.path(), case, name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?);
+            staged.extend(write_layer_csvs(dir.path(), case, name, &r.size(), &t.size(), &comparison)?);
         }
         // The summaries are kept in either format: they feed the case's report.
-        compact.push(name, &r.size(), &t.size(), &comparison).map_err(|e| write(&e))?;
+        compact.push(name, &r.size(), &t.size(), &comparison)?;
     }
     let mut written = Vec::new();
     if let Some(dir) = &staging {
         let names: Vec<String> = staged.iter().map(|p| crate::formats::metric_files::file_name(p)).collect();
-        written = move_new_files(dir.path(), &opts.output_path, &names).map_err(|e| write(&e))?;
+        written = move_new_files(dir.path(), &opts.output_path, &names)?;
     }
     // Further prompt batches of the same case: same case metadata, their own tagged file.
     let tag = (k > 0).then(|| format!("prompts-{k}"));
     if opts.format == MetricsFormat::Compact {
-        written.push(compact.write_tagged(&opts.output_path, tag.as_deref()).map_err(|e| write(&e))?);
+        written.push(compact.write_tagged(&opts.output_path, tag.as_deref())?);
     }
-    let name = compact_file_name_tagged(case, tag.as_deref()).map_err(|e| write(&e))?.trim_end_matches(COMPACT_SUFFIX).to_string();
+    let name = compact_file_name_tagged(case, tag.as_deref())?.trim_end_matches(COMPACT_SUFFIX).to_string();
     Ok((written, (name, compact.into_file())))
 }
 
