@@ -102,6 +102,11 @@ impl TokenBatch {
         if s == 0 {
             return Err(invalid("no prompt tokens to run (sequence length 0)".into(), "give a sequence length of at least 1 and non-empty prompts"));
         }
+        // Checked before padding: the model's own bound (max_position_embeddings) is checked
+        // when it runs, after a batch this long would have been allocated.
+        if s as u64 > crate::model::MAX_POSITIONS as u64 {
+            return Err(invalid(format!("sequence length {s} is more than the {} positions any model layercheck runs may have", crate::model::MAX_POSITIONS), "use a sequence length the model supports (its config.json's max_position_embeddings)"));
+        }
         let padded = rows
             .into_iter()
             .map(|r| std::iter::repeat_n(PAD_ID, s - r.len()).chain(r).collect())
@@ -202,5 +207,14 @@ mod tests {
         assert_eq!(counted.batch(2, 5, 2), Err(4), "four fit, batch 2 needs six");
         assert_eq!(counted.batch(1, 9, 1), Ok(vec!["long".to_string()]));
         assert_eq!(counted.batch(3, 2, 0), Err(2));
+    }
+
+    #[test]
+    fn a_sequence_length_past_any_model_is_refused_before_the_batch_is_padded() {
+        let tokenizer = Tokenizer::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny-granite"))).unwrap();
+        let prompts = ["hello".to_string()];
+        let e = TokenBatch::from_prompts(&prompts, &tokenizer, Some(1 << 40), Path::new("p.txt")).unwrap_err().to_string();
+        assert!(e.starts_with("p.txt: sequence length 1099511627776 is more than the 16777216 positions") && e.contains("hint"), "{e}");
+        assert_eq!(TokenBatch::from_prompts(&prompts, &tokenizer, Some(16), Path::new("p.txt")).unwrap().seq_len(), 16);
     }
 }

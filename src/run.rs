@@ -35,6 +35,9 @@ pub fn capture(model: &DecoderModel, model_path: &Path, batch: &TokenBatch, spec
 pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced: Option<&Tensor>, listener: &mut dyn Listener) -> Result<Vec<(String, Tensor)>, ModelError> {
     batch.check_vocab(model.config.vocab_size).map_err(|e| ModelError::Input(e.to_string()))?;
     check_positions(model.config.max_position_embeddings, batch, spec)?;
+    if let Some(forced) = forced {
+        check_forced(forced, batch.batch_size(), spec.max_new_tokens, model.config.vocab_size)?;
+    }
     let ids = batch.to_tensor();
     let mut extra: Vec<(String, Tensor)> = vec![("input_ids".into(), ids.shallow_clone())];
     let mut hooks = Hooks::new(listener);
@@ -48,6 +51,25 @@ pub fn execute(model: &DecoderModel, batch: &TokenBatch, spec: &RunSpec, forced:
         Err(Interrupted::Torch { key, source }) => return Err(ModelError::Forward { target: model.target.to_string(), module: key.to_string(), source }),
     }
     Ok(extra)
+}
+
+/// Fails, before any tensor work, when forced tokens (a golden file's, a request's) are not
+/// `[batch, max_new_tokens]` int64 ids of the model's vocabulary: an id past it would make the
+/// embedding fail, and on CUDA leave the device unusable.
+pub fn check_forced(forced: &Tensor, batch: usize, max_new_tokens: usize, vocab_size: i64) -> Result<(), ModelError> {
+    let expected = [batch as i64, max_new_tokens as i64];
+    if forced.size() != expected || forced.kind() != tch::Kind::Int64 {
+        return Err(ModelError::Input(format!("the forced tokens are {:?} {:?}, the run needs int64 {expected:?}", forced.kind(), forced.size())));
+    }
+    if forced.numel() == 0 {
+        return Ok(());
+    }
+    let (low, high) = (forced.f_min()?.f_int64_value(&[])?, forced.f_max()?.f_int64_value(&[])?);
+    match (low, high) {
+        (low, _) if low < 0 => Err(ModelError::Input(format!("forced token id {low} is negative"))),
+        (_, high) if high >= vocab_size => Err(ModelError::Input(format!("forced token id {high} is outside the vocabulary of {vocab_size} ids (was the golden file made with another model?)"))),
+        _ => Ok(()),
+    }
 }
 
 /// Fails, before any tensor work, when the run would feed a position the model has no rotary
@@ -108,5 +130,21 @@ mod position_tests {
         }
         let spec = RunSpec { mode: Mode::Generate, max_new_tokens: 254, mask: crate::model::AttentionMask::AttendPads };
         assert!(check_positions(256, &batch, &spec).is_ok(), "3 + 254 - 1 = 256 positions fit");
+    }
+
+    #[test]
+    fn forced_tokens_must_be_ids_of_the_vocabulary_in_the_runs_shape() {
+        let ids = |v: &[i64]| Tensor::from_slice(v).view([1, v.len() as i64]);
+        assert!(check_forced(&ids(&[0, 5, 9]), 1, 3, 10).is_ok());
+        for (forced, batch, new, expected) in [
+            (ids(&[0, 5, 10]), 1, 3, "forced token id 10 is outside the vocabulary of 10 ids"),
+            (ids(&[-1, 5, 9]), 1, 3, "forced token id -1 is negative"),
+            (ids(&[0, 5]), 1, 3, "the run needs int64 [1, 3]"),
+            (ids(&[0, 5, 9]), 2, 3, "the run needs int64 [2, 3]"),
+            (Tensor::from_slice(&[0.0f32, 1.0, 2.0]).view([1, 3]), 1, 3, "Float"),
+        ] {
+            let e = check_forced(&forced, batch, new, 10).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
+        }
     }
 }

@@ -7,7 +7,7 @@ mod weights;
 
 use std::path::PathBuf;
 
-pub use config::{Family, Llama3Scaling, ModelConfig, Rope};
+pub use config::{Family, Llama3Scaling, ModelConfig, Rope, MAX_POSITIONS};
 pub use decoder::{AttentionMask, DecoderModel, Generation};
 pub use weights::{weights_sha256, Checkpoint};
 
