@@ -150,8 +150,8 @@ pub enum CaptureError {
 pub enum RecordError {
     #[error("no tensor {0}")]
     Missing(String),
-    #[error("tensor {name}: elements {first}..{first}+{count} asked for")]
-    Range { name: String, first: i64, count: i64 },
+    #[error("tensor {name}: elements {first}..{first}+{count} asked for, it has {has}")]
+    Range { name: String, first: i64, count: i64, has: i64 },
     #[error(transparent)]
     File(#[from] TensorFileError),
     #[error(transparent)]
@@ -301,8 +301,9 @@ impl RecordSource for Capture {
     fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, RecordError> {
         let t = self.tensors.get(name).ok_or_else(|| RecordError::Missing(name.to_string()))?;
         // narrow counts a negative start from the end: refused, as the file reader refuses it.
-        if first < 0 || count < 0 || first.saturating_add(count) > t.numel() as i64 {
-            return Err(RecordError::Range { name: name.to_string(), first, count });
+        let has = t.numel() as i64;
+        if first < 0 || count < 0 || first.saturating_add(count) > has {
+            return Err(RecordError::Range { name: name.to_string(), first, count, has });
         }
         Ok(t.f_reshape([-1]).and_then(|f| f.f_narrow(0, first, count))?)
     }

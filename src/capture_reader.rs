@@ -58,9 +58,12 @@ impl RecordSource for CaptureReader {
     }
 
     fn elements(&self, name: &str, first: i64, count: i64) -> Result<Tensor, RecordError> {
-        let range = || RecordError::Range { name: name.to_string(), first, count };
-        let (start, len) = (u64::try_from(first).map_err(|_| range())?, u64::try_from(count).map_err(|_| range())?);
-        self.reader.read_elements(name, start, len)?.ok_or_else(|| RecordError::Missing(name.to_string()))
+        let (_, shape) = self.reader.info(name).ok_or_else(|| RecordError::Missing(name.to_string()))?;
+        let has = shape.iter().product::<i64>();
+        if first < 0 || count < 0 || first.saturating_add(count) > has {
+            return Err(RecordError::Range { name: name.to_string(), first, count, has });
+        }
+        self.reader.read_elements(name, first as u64, count as u64)?.ok_or_else(|| RecordError::Missing(name.to_string()))
     }
 }
 
@@ -123,7 +126,8 @@ mod tests {
             assert_eq!(Vec::<f32>::try_from(source.elements(&name, 1, 2).unwrap()).unwrap(), vec![2.0, 3.0]);
             // narrow would count -2 from the end; a wrapped u64 would overflow the offset.
             for (first, count) in [(-2, 2), (0, -1), (3, 2), (i64::MAX, 1), (1, i64::MAX)] {
-                assert!(source.elements(&name, first, count).is_err(), "{first}, {count}");
+                let e = source.elements(&name, first, count).unwrap_err();
+                assert!(matches!(e, RecordError::Range { has: 4, .. }), "{first}, {count}: {e}");
             }
             assert!(matches!(source.elements("none", 0, 1), Err(RecordError::Missing(_))));
         }

@@ -143,7 +143,7 @@ pub fn generate(opts: &MetricsRunOptions, progress: &dyn Progress) -> Result<Gen
         let batch = inputs.batch(&tokenizer, b, s, k)?;
         let spec = RunSpec { mode: opts.mode, max_new_tokens: t, mask: AttentionMask::AttendPads };
         let ref_capture = run::capture(&reference, &opts.model_path, &batch, &spec, Recorder::all())?;
-        let forced = ref_capture.tensors.get("output_ids").map(|ids| ids.narrow(1, s as i64, t as i64));
+        let forced = ref_capture.tensors.get("output_ids").map(|ids| ids.f_narrow(1, s as i64, t as i64)).transpose().map_err(ModelError::from)?;
         let mut recorder = Recorder::all();
         let extra = run::execute(&target, &batch, &spec, forced.as_ref(), &mut recorder)?;
         let target_logits: Vec<(String, Tensor)> = extra.into_iter().filter(|(name, _)| name == "logits").collect();

@@ -83,7 +83,8 @@ pub fn check_positions(max_position_embeddings: i64, batch: &TokenBatch, spec: &
             let t = spec.max_new_tokens;
             // Past i64, the sum is as impossible as any other count beyond the model's positions.
             let needed = i64::try_from(t).ok().and_then(|t| s.checked_add((t - 1).max(0))).unwrap_or(i64::MAX);
-            (needed, format!("sequence length {s} + {t} new tokens - 1 (generate)"))
+            let past = if needed == i64::MAX { ", past the largest count of positions" } else { "" };
+            (needed, format!("sequence length {s} + {t} new tokens - 1 (generate){past}"))
         }
     };
     if needed > max_position_embeddings {

@@ -95,7 +95,7 @@ pub fn run(args: ThresholdsArgs) -> super::CliResult {
                 layercheck_suite::number::percent(e.per_prompt())
             );
             if report.target_unmet {
-                eprintln!("warning: no headroom up to {} meets --false-failure-rate {}: add baseline prompts, or accept the rate above", layercheck::thresholds::false_failures::HEADROOM_LADDER[layercheck::thresholds::false_failures::HEADROOM_LADDER.len() - 1], args.false_failure_rate.unwrap_or(0.0));
+                eprintln!("warning: no headroom up to {} meets --false-failure-rate {} ({}): add baseline prompts, or accept the rate above", layercheck::thresholds::false_failures::HEADROOM_LADDER[layercheck::thresholds::false_failures::HEADROOM_LADDER.len() - 1], args.false_failure_rate.unwrap_or(0.0), layercheck_suite::number::percent(args.false_failure_rate.unwrap_or(0.0)));
             }
         }
         if report.logits_tokens > 0 {

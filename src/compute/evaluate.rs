@@ -19,7 +19,7 @@ use super::attribution::attribute;
 use super::golden::{GoldenStore, Provenance};
 use super::judge::{Judge, JudgingListener};
 use super::setup_error::SetupError;
-use super::target_listener::{Fault, GoldenInputs, TargetListener};
+use super::target_listener::{Fault, GoldenInputs, ListenerError, TargetListener};
 use crate::capture::{parse_record_name, Capture, Mode, RecordError, RecordSource, Recorder};
 use crate::capture_reader::CaptureReader;
 use crate::hooks::ModuleKey;
@@ -320,8 +320,10 @@ fn builtin_run(setup: &CaseSetup, case: &CaseId, golden: &dyn RecordSource, gold
     };
     let mut listener = JudgingListener { target: TargetListener::new(recorder, golden_inputs, fault), judge };
     let extra = run::execute(&model, &setup.batch, &setup.spec, forced.as_ref(), &mut listener)?;
-    if let Some(source) = listener.target.take_input_error() {
-        return Err(SetupError::Feed { source, fix: fix.clone() });
+    match listener.target.take_input_error() {
+        Some(e @ ListenerError::Fault { .. }) => return Err(SetupError::Fault(e)),
+        Some(source) => return Err(SetupError::Feed { source, fix: fix.clone() }),
+        None => {}
     }
     let logits = extra.into_iter().find(|(name, _)| name == "logits").map(|(_, t)| t);
     let (layers, model_records) = listener.judge.finish();

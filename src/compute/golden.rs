@@ -63,6 +63,8 @@ pub enum GoldenError {
     Corrupt { path: PathBuf, problem: String, fix: String },
     #[error("golden file {path} was not made for this case: its metadata \"{field}\" is \"{found}\", the case needs \"{expected}\"\n(hint: a golden file is the cpu-f32 reference run of its case, with pads attended; regenerate it with `{fix}`)")]
     Mismatch { path: PathBuf, field: &'static str, found: String, expected: String, fix: String },
+    #[error("could not check golden file {path}'s tensor {name} for NaN or inf before writing it: {source}\n(hint: out of memory? the reference run's records are checked one at a time)")]
+    Torch { path: PathBuf, name: String, #[source] source: tch::TchError },
     #[error("refusing to write golden file {path}: the reference run's {name} holds {count} NaN or inf value(s)\n(hint: a reference with NaN cannot judge anything; check the model's config.json (rms_norm_eps, rope_theta, multipliers) and weights)")]
     NonFinite { path: PathBuf, name: String, count: i64 },
 }
@@ -183,8 +185,7 @@ impl GoldenStore {
             let t = &capture.tensors[name];
             if t.is_floating_point() {
                 let count = t.f_isfinite().and_then(|f| f.f_logical_not()).and_then(|f| f.f_sum(tch::Kind::Int64)).and_then(|n| n.f_int64_value(&[]));
-                let torch = |e: tch::TchError| GoldenError::Write { path: path.clone(), source: CaptureError::File(crate::tensor_file::TensorFileError::Corrupt { path: path.clone(), problem: format!("tensor {name}: {e}") }) };
-                let count = count.map_err(torch)?;
+                let count = count.map_err(|source| GoldenError::Torch { path: path.clone(), name: name.clone(), source })?;
                 if count > 0 {
                     return Err(GoldenError::NonFinite { path, name: name.clone(), count });
                 }

@@ -60,8 +60,9 @@ pub struct TargetListener<'a> {
     pub recorder: Recorder,
     golden_inputs: Option<GoldenInputs<'a>>,
     fault: Option<Fault>,
-    /// The first golden input that could not be read: the run is then not the isolated feed it
-    /// claims to be, and [`TargetListener::input_error`] says so.
+    /// The first golden input that could not be fed, or the fault that could not be added: the
+    /// run is then not the one the case asks for, and [`TargetListener::take_input_error`] says
+    /// why.
     input_error: Option<ListenerError>,
 }
 

@@ -9,8 +9,9 @@ use layercheck_suite::module_key::MAX_LAYERS;
 
 use super::ModelError;
 
-/// The most positions a model may declare (`max_position_embeddings`): 16M, a hundred times the
-/// longest contexts of today's decoders, whose rotary tables (computed at load) stay in memory.
+/// The most positions a model may declare (`max_position_embeddings`): 16M. The rotary tables of
+/// every position are computed at load and stay in memory (8 GiB at head_dim 128 at this bound):
+/// the bound keeps a typo from asking for terabytes.
 pub const MAX_POSITIONS: i64 = 1 << 24;
 
 /// The model family, from `model_type`.

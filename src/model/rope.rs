@@ -18,7 +18,7 @@ impl RopeTables {
         let exponents = Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Int64, Device::Cpu))?.f_to_kind(Kind::Float)?.f_div_scalar(head_dim as f64)?;
         let mut inv_freq = Tensor::from(rope.theta as f32).f_pow(&exponents)?.f_reciprocal()?;
         if let Some(scaling) = &rope.llama3 {
-            inv_freq = llama3_scale(&inv_freq, scaling);
+            inv_freq = llama3_scale(&inv_freq, scaling)?;
         }
         let positions = Tensor::f_arange(max_positions, (Kind::Float, Device::Cpu))?;
         let angles = positions.f_outer(&inv_freq)?;
@@ -53,10 +53,10 @@ impl RopeAngles {
 }
 
 /// Llama 3.1's frequency scaling of the inverse frequencies.
-fn llama3_scale(inv_freq: &Tensor, s: &Llama3Scaling) -> Tensor {
+fn llama3_scale(inv_freq: &Tensor, s: &Llama3Scaling) -> Result<Tensor, TchError> {
     let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
     let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
-    let values: Vec<f32> = Vec::<f32>::try_from(inv_freq).expect("float32 frequencies");
+    let values: Vec<f32> = Vec::<f32>::try_from(inv_freq)?;
     let scaled: Vec<f32> = values
         .iter()
         .map(|&f| {
@@ -73,5 +73,5 @@ fn llama3_scale(inv_freq: &Tensor, s: &Llama3Scaling) -> Tensor {
             out as f32
         })
         .collect();
-    Tensor::from_slice(&scaled)
+    Ok(Tensor::from_slice(&scaled))
 }

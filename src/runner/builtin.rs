@@ -29,6 +29,8 @@ pub enum BuiltinError {
     NoInputs(String),
     #[error("{0}\n(hint: the golden file named in the request may be damaged; regenerate it)")]
     GoldenInput(#[source] ListenerError),
+    #[error("{0}\n(hint: out of memory or a device error; try a smaller batch size or sequence length)")]
+    Fault(#[source] ListenerError),
 }
 
 /// Runs `request` on `target` (with `fault`, if any) and returns the capture.
@@ -51,8 +53,10 @@ pub fn answer(request: &Request, kinds: RequestKinds, target: Target, fault: Opt
     let recorder = if request.capture_inputs { Recorder::all().with_inputs() } else { Recorder::all() };
     let mut listener = TargetListener::new(recorder, golden_inputs, fault);
     let extra = run::execute(&model, &batch, &spec, forced.as_ref(), &mut listener)?;
-    if let Some(e) = listener.take_input_error() {
-        return Err(BuiltinError::GoldenInput(e));
+    match listener.take_input_error() {
+        Some(e @ ListenerError::Fault { .. }) => return Err(BuiltinError::Fault(e)),
+        Some(e) => return Err(BuiltinError::GoldenInput(e)),
+        None => {}
     }
     if let Some(f) = fault.filter(|f| !listener.recorder.records.iter().any(|r| r.key == f.module)) {
         return Err(BuiltinError::NoSuchModule(f.module.to_string()));

@@ -30,7 +30,7 @@ pub enum ForcedIdsError {
     Unreadable { path: PathBuf, #[source] source: RecordError },
     #[error("golden file {} has no output_ids for generate mode", path.display())]
     Missing { path: PathBuf },
-    #[error("golden file {}: output_ids has shape {shape:?}, a generate case of {seq_len} prompt tokens and {new_tokens} new ones needs [batch, {}] int64", path.display(), seq_len + new_tokens)]
+    #[error("golden file {}: output_ids has shape {shape:?}, a generate case of {seq_len} prompt tokens and {new_tokens} new ones needs [batch, {}] int64", path.display(), seq_len.saturating_add(*new_tokens))]
     Shape { path: PathBuf, shape: Vec<i64>, seq_len: usize, new_tokens: usize },
 }
 
@@ -42,12 +42,14 @@ pub fn forced_ids(case: &CaseId, golden: &dyn RecordSource, golden_path: &Path) 
     let all = all.ok_or_else(|| ForcedIdsError::Missing { path: path() })?;
     let (seq_len, new_tokens) = (case.seq_len, case.max_new_tokens.unwrap_or(0));
     let shape = all.size();
-    let fits = matches!(shape.as_slice(), [_, n] if *n as usize == seq_len + new_tokens) && all.kind() == Kind::Int64;
+    // int32 too: a reference command may write its ids so (runner/reference.rs accepts them).
+    let total = seq_len.checked_add(new_tokens);
+    let fits = matches!(shape.as_slice(), [_, n] if Some(*n as usize) == total) && matches!(all.kind(), Kind::Int64 | Kind::Int);
     let shape_error = || ForcedIdsError::Shape { path: path(), shape: shape.clone(), seq_len, new_tokens };
     if !fits {
         return Err(shape_error());
     }
-    all.f_narrow(1, seq_len as i64, new_tokens as i64).map_err(|_| shape_error())
+    all.f_narrow(1, seq_len as i64, new_tokens as i64).and_then(|t| t.f_to_kind(Kind::Int64)).map_err(|_| shape_error())
 }
 
 /// The request for `case`'s target run: its inputs and attention mask, the golden's new tokens (generate mode) and
@@ -145,8 +147,11 @@ mod tests {
     #[test]
     fn forced_ids_are_the_tokens_after_the_prompt() {
         let ids = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 4]);
-        let new = forced_ids(&generate_case(3, 1), &golden_with(Some(ids)), Path::new("g")).unwrap();
-        assert_eq!(Vec::<i64>::try_from(new.flatten(0, -1)).unwrap(), vec![4, 8]);
+        for ids in [ids.shallow_clone(), ids.to_kind(Kind::Int)] {
+            let new = forced_ids(&generate_case(3, 1), &golden_with(Some(ids)), Path::new("g")).unwrap();
+            assert_eq!(new.kind(), Kind::Int64);
+            assert_eq!(Vec::<i64>::try_from(new.flatten(0, -1)).unwrap(), vec![4, 8]);
+        }
     }
 
     #[test]

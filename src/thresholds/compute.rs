@@ -328,8 +328,11 @@ pub fn compute(model: &str, opts: &ThresholdsOptions, progress: &dyn Progress) -
                 by_prompt.add(file.case.batch_size, file.case.seq_length, &key, next_prompt.saturating_add(j), item.abs_diff_l2(), item.cos_mean());
             }
         }
-        // Saturating: a file's batch_size is the user's (a count past usize names no prompt).
-        next_prompt = next_prompt.saturating_add(usize::try_from(file.case.batch_size).unwrap_or(usize::MAX));
+        // A file's batch_size is the user's: a count past usize would number no prompt.
+        next_prompt = usize::try_from(file.case.batch_size).ok().and_then(|b| next_prompt.checked_add(b)).ok_or_else(|| ThresholdsError::Schema {
+            path: Some(path.clone()),
+            problem: format!("case batch_size {} is too large to number its prompts", file.case.batch_size),
+        })?;
         if let Some(l) = &file.logits {
             let tokens = l.tokens.iter().map(|t| (t.ce, t.diff_mean, t.kl));
             logits.add(tokens, l.top_k).map_err(|problem| ThresholdsError::Schema { path: Some(path.clone()), problem })?;

@@ -214,7 +214,7 @@ mod tests {
     fn layer(key: &str, fails: bool, attribution: Option<Attribution>) -> LayerOutcome {
         let obs = Observation { record: key.into(), item: 0, abs_diff_l2: 0.5, abs_diff_max: 0.1, cos_mean: 0.99, cos_min: 0.98, worst_token: 7, target_nonfinite: 0, reference_nonfinite: 0 };
         let failures = match fails {
-            true => vec![(0, Failure { quantity: crate::verdict::Quantity::AbsDiffL2, observed: 0.5, threshold: Some(0.01), excess: 0.4895, reason: "abs_diff L2 5.000000e-1 > threshold 1.000000e-2 + margin (allowed 1.050000e-2)".into() })],
+            true => vec![(0, Failure { quantity: crate::verdict::Quantity::AbsDiffL2, observed: 0.5, threshold: Some(0.01), excess: 0.4895, reason: "abs_diff L2 5.0000e-1 > threshold 1.0000e-2 + margin (allowed 1.0500e-2)".into() })],
             false => vec![],
         };
         let mut location = ErrorLocation::empty();

@@ -24,7 +24,7 @@ pub fn num_hidden_layers(model_dir: &Path) -> Result<usize, ModelFolderError> {
     let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
     match config.get("num_hidden_layers") {
         Some(n) => match n.as_u64().filter(|&n| n > 0) {
-            Some(n) if n as usize <= MAX_LAYERS => Ok(n as usize),
+            Some(n) if n <= MAX_LAYERS as u64 => Ok(n as usize),
             Some(_) => Err(invalid(format!("num_hidden_layers is {n}, more than the {MAX_LAYERS} layers layercheck takes a model to have"))),
             None => Err(invalid(format!("num_hidden_layers is {n}, not a positive integer"))),
         },
