@@ -75,8 +75,8 @@ pub enum SetupError {
     #[error("{source}\n(hint: `{fix}`)")]
     Feed { #[source] source: ListenerError, fix: String },
     /// The fault could not be added (a libtorch failure, e.g. out of memory on the device).
-    #[error("{0}\n(hint: out of memory or a device error; try a smaller batch size or sequence length)")]
-    Fault(#[source] ListenerError),
+    #[error(transparent)]
+    Fault(ListenerError),
     #[error("the golden file lists a record {0} that is not a module key")]
     NotAModuleKey(String),
     #[error("fault target {target}: module {module} does not exist in this case's run ({mode} mode of a model with {layers} layer(s)), so the fault would change nothing and every test would pass\n(hint: point [faults.{target}] module at one of the model's modules, e.g. {example}; see {matrix_file})")]

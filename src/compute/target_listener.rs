@@ -8,6 +8,7 @@ use tch::{Kind, TchError, Tensor};
 
 use crate::capture::{RecordError, RecordSource, Recorder};
 use crate::hooks::{Listener, ModuleKey};
+use crate::model::DEVICE_FAILURE_HINT;
 
 /// A deterministic perturbation of one module's output: `amplitude * rms(output) * sin(i)` over
 /// the flattened elements, so that both its size and its direction change.
@@ -51,7 +52,7 @@ pub enum ListenerError {
     Shape { name: String, found: Vec<i64>, key: ModuleKey, expected: Vec<i64> },
     #[error("the isolated feed could not be fed: golden input {name}: {source}")]
     Unreadable { name: String, #[source] source: RecordError },
-    #[error("the fault on {key} could not be applied: {source}")]
+    #[error("the fault on {key} could not be applied: {source}\n{DEVICE_FAILURE_HINT}")]
     Fault { key: ModuleKey, #[source] source: TchError },
 }
 

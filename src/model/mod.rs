@@ -13,6 +13,9 @@ pub use weights::{weights_sha256, Checkpoint};
 
 use crate::target::TargetError;
 
+/// The hint of a libtorch failure while a model runs: what usually causes one, and what to try.
+pub const DEVICE_FAILURE_HINT: &str = "(hint: out of memory or a device error; try a smaller batch size or sequence length)";
+
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -40,6 +43,6 @@ pub enum ModelError {
     TooLong { what: String, needed: i64, max: i64 },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
-    #[error("the {target} forward failed at {module}: {source}\n(hint: out of memory or a device error; try a smaller batch size or sequence length)")]
+    #[error("the {target} forward failed at {module}: {source}\n{DEVICE_FAILURE_HINT}")]
     Forward { target: String, module: String, #[source] source: tch::TchError },
 }

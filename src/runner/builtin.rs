@@ -29,8 +29,8 @@ pub enum BuiltinError {
     NoInputs(String),
     #[error("{0}\n(hint: the golden file named in the request may be damaged; regenerate it)")]
     GoldenInput(#[source] ListenerError),
-    #[error("{0}\n(hint: out of memory or a device error; try a smaller batch size or sequence length)")]
-    Fault(#[source] ListenerError),
+    #[error(transparent)]
+    Fault(ListenerError),
 }
 
 /// Runs `request` on `target` (with `fault`, if any) and returns the capture.
