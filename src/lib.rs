@@ -13,6 +13,7 @@ pub mod tensor_file;
 pub mod capture;
 pub mod capture_reader;
 pub mod tensor_reader;
+pub mod remembered_sha256;
 pub mod run;
 pub mod compute;
 pub mod formats;

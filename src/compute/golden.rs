@@ -147,7 +147,10 @@ impl GoldenStore {
         let Some(recorded) = capture.metadata().get(TENSORS_SHA256) else {
             return Err(corrupt(format!("its metadata has no \"{TENSORS_SHA256}\", so its data cannot be verified (made by an older layercheck?)")));
         };
-        let actual = capture.tensors_sha256().map_err(|e| corrupt(format!("its tensors cannot be read: {e}")))?;
+        // Remembered between the processes of a run (a golden file is read by every run of a
+        // case): hashing 98 MB (a SmolLM2 case at b1 s64) takes 80 ms, an 8B model's case seconds.
+        let actual = crate::remembered_sha256::remembered(TENSORS_SHA256, std::slice::from_ref(&path), || capture.tensors_sha256())
+            .map_err(|e| corrupt(format!("its tensors cannot be read: {e}")))?;
         if &actual != recorded {
             return Err(corrupt(format!("the sha256 of its tensor data is {actual}, its metadata records {recorded}")));
         }

@@ -145,43 +145,18 @@ fn open_file(file: &Path) -> Result<TensorReader, ModelError> {
 /// files record so that a change of weights shows as staleness, not as a numeric failure.
 ///
 /// Every case of a model needs it, each in its own process, and hashing reads the whole
-/// checkpoint (gigabytes for a real model): the result is remembered in the temporary folder,
-/// keyed as git recognises unchanged files, by each file's path, size, modification time and inode.
+/// checkpoint (gigabytes for a real model): the result is remembered between processes
+/// ([`crate::remembered_sha256`]).
 pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
     let (files, _) = checkpoint_files(dir)?;
-    let remembered = remembered_hash_path(&files);
-    if let Some(known) = remembered.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
-        // A half-written entry (two processes at once) is not a hash: computed again.
-        if known.len() == 64 && known.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(known);
+    crate::remembered_sha256::remembered("weights", &files, || {
+        let mut hasher = Sha256::new();
+        for file in &files {
+            let mut f = std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file is missing" })?;
+            std::io::copy(&mut f, &mut hasher).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file could not be read" })?;
         }
-    }
-    let mut hasher = Sha256::new();
-    for file in &files {
-        let mut f = std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file is missing" })?;
-        std::io::copy(&mut f, &mut hasher).map_err(|source| ModelError::Io { path: file.clone(), source, hint: "a checkpoint file could not be read" })?;
-    }
-    let hash = format!("{:x}", hasher.finalize());
-    if let Some(path) = remembered {
-        // Not remembered when it cannot be written: the next case hashes again.
-        let _ = path.parent().map(std::fs::create_dir_all);
-        let _ = std::fs::write(&path, &hash);
-    }
-    Ok(hash)
-}
-
-/// Where the hash of `files` is remembered; none when a file cannot be looked at.
-fn remembered_hash_path(files: &[PathBuf]) -> Option<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let mut key = Sha256::new();
-    for file in files {
-        let meta = std::fs::metadata(file).ok()?;
-        key.update(std::path::absolute(file).ok()?.as_os_str().as_encoded_bytes());
-        for n in [meta.len(), meta.ino(), meta.mtime() as u64, meta.mtime_nsec() as u64] {
-            key.update(n.to_le_bytes());
-        }
-    }
-    Some(std::env::temp_dir().join("layercheck-weights-sha256").join(format!("{:x}", key.finalize())))
+        Ok(format!("{:x}", hasher.finalize()))
+    })
 }
 
 #[cfg(test)]
