@@ -62,7 +62,8 @@ use layercheck::tensor_file::TensorFile;
 use layercheck::thresholds::{compute, NoProgress, ThresholdsFile, ThresholdsOptions};
 use layercheck_suite::case_cache::CaseCache;
 use layercheck_suite::matrix::Matrix;
-use layercheck_suite::outcome::{CaseOutcome, LayerOutcome};
+use layercheck_suite::outcome::{CaseOutcome, LayerOutcome, Passing};
+use layercheck_suite::test_name::Check;
 use layercheck_suite::verdict::{Bounds, Failure, Observation};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -1245,6 +1246,12 @@ fn case_outcome_files() {
         let cache = CaseCache::new(Some(dir.path().to_path_buf()));
         let outcome = cache.get("m::t", || CaseOutcome::failed("m::t", "computed".into()));
         let _ = (outcome.first_failure(), outcome.layer("model.head"));
+        // The case's passing list, read by every test process before (or instead of) the outcome.
+        let pass = dir.path().join("m_t.pass");
+        std::fs::write(&pass, &bytes).unwrap();
+        named(Passing::read(&pass), &pass, &[])?;
+        let margins = layercheck_suite::matrix::Margins::default();
+        let _ = CaseCache::new(Some(dir.path().to_path_buf())).get_for("m::t", Check::Summary, &margins, || CaseOutcome::failed("m::t", "computed".into()));
         let _ = cache.cuda_available(|| Ok(false));
         Ok(())
     });

@@ -9,7 +9,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::file_lock::FileLock;
-use crate::outcome::CaseOutcome;
+use crate::matrix::Margins;
+use crate::outcome::{CaseOutcome, Passing};
+use crate::test_name::Check;
+
+/// What a test gets of its case.
+pub enum Shared {
+    /// Its check passes: the case's list of passing checks says so (under nextest; the outcome
+    /// itself is not read).
+    Passes,
+    /// The case's outcome, from which the test is judged.
+    Outcome(Arc<CaseOutcome>),
+}
 
 /// Where outcomes are shared.
 pub struct CaseCache {
@@ -50,19 +61,44 @@ impl CaseCache {
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
             memo.entry(case.to_string()).or_default().clone()
         };
-        cell.get_or_init(|| Arc::new(self.load_or_compute(case, compute))).clone()
+        cell.get_or_init(|| Arc::new(self.load_or_compute(case, compute, None))).clone()
     }
 
-    fn load_or_compute(&self, case: &str, compute: impl FnOnce() -> CaseOutcome) -> CaseOutcome {
+    /// What the test of `check` in the case named `case` needs: [`Shared::Passes`] when the
+    /// case's passing list (shared between processes, judged with `margins`) holds `check`,
+    /// otherwise the outcome, as [`CaseCache::get`] gives it.
+    pub fn get_for(&self, case: &str, check: Check, margins: &Margins, compute: impl FnOnce() -> CaseOutcome) -> Shared {
+        let Some(dir) = &self.disk else { return Shared::Outcome(self.get(case, compute)) };
+        let file = outcome_file(dir, case);
+        // Under the case's lock, so that a test waits for the process computing its case.
+        let passing = FileLock::acquire(&file.with_extension("lock")).ok().and_then(|_lock| Passing::read(&file.with_extension("pass")).ok());
+        if passing.is_some_and(|p| p.contains(check)) {
+            return Shared::Passes;
+        }
+        let cell = {
+            let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            memo.entry(case.to_string()).or_default().clone()
+        };
+        Shared::Outcome(cell.get_or_init(|| Arc::new(self.load_or_compute(case, compute, Some(margins)))).clone())
+    }
+
+    /// The case's outcome from disk, or computed and shared there (with its passing list, when
+    /// `margins` are given to judge it).
+    fn load_or_compute(&self, case: &str, compute: impl FnOnce() -> CaseOutcome, margins: Option<&Margins>) -> CaseOutcome {
         let Some(dir) = &self.disk else { return compute() };
-        let file = dir.join(format!("{}.bin", case.replace("::", "_")));
+        let file = outcome_file(dir, case);
         let Ok(lock) = FileLock::acquire(&file.with_extension("lock")) else { return compute() };
         if let Ok(outcome) = CaseOutcome::read(&file) {
             return outcome;
         }
         let outcome = compute();
-        // Not shared when it cannot be written: the next process computes it again.
-        let _ = outcome.write(&file);
+        // Not shared when it cannot be written: the next process computes it again. The passing
+        // list after the outcome, so that a list is never there without its outcome.
+        if outcome.write(&file).is_ok() {
+            if let Some(margins) = margins {
+                let _ = outcome.passing(margins).write(&file.with_extension("pass"));
+            }
+        }
         drop(lock);
         outcome
     }
@@ -87,6 +123,12 @@ impl CaseCache {
             })
             .clone()
     }
+}
+
+/// Where the outcome of the case named `case` is shared in `dir`; its lock and passing list sit
+/// beside it (`.lock`, `.pass`).
+fn outcome_file(dir: &Path, case: &str) -> PathBuf {
+    dir.join(format!("{}.bin", case.replace("::", "_")))
 }
 
 /// A nextest run's folder is not needed after the run, which nobody tells us of: the first
@@ -176,6 +218,46 @@ mod tests {
         });
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(std::fs::read_to_string(dir.path().join("cuda-available")).unwrap(), "false");
+    }
+
+    /// Layer `a` passes, layer `b` could not be compared, no logits.
+    fn half_passing() -> CaseOutcome {
+        let layer = |key: &str, error: Option<&str>| LayerOutcome { key: key.into(), bounds: Bounds::new(Some(1.0), None), observations: vec![], failures: vec![], error: error.map(String::from), attribution: None, location: None };
+        CaseOutcome { case: "m::t".into(), setup_error: None, layers: vec![layer("model.head", None), layer("model.base_model.dec_norm", Some("no record"))], notes: vec![], attribution_unavailable: None, logits: None }
+    }
+
+    #[test]
+    fn a_passing_test_of_a_shared_case_reads_only_the_passing_list() {
+        use crate::module_key::ModuleKey;
+        let dir = tempfile::tempdir().unwrap();
+        let margins = Margins::default();
+        let checks = [Check::Layer(ModuleKey::Head), Check::Layer(ModuleKey::DecNorm), Check::Layer(ModuleKey::Embedding), Check::Summary, Check::Logits];
+        // The list agrees with the outcome's own judgement, check by check.
+        let passing = half_passing().passing(&margins);
+        let judged: Vec<bool> = checks.iter().map(|&c| half_passing().passes(c, &margins)).collect();
+        assert_eq!(checks.iter().map(|&c| passing.contains(c)).collect::<Vec<_>>(), judged);
+        assert_eq!(judged, [true, false, false, false, false]);
+        // The first process computes and shares the outcome and its list.
+        let first = CaseCache::new(Some(dir.path().to_path_buf()));
+        assert!(matches!(first.get_for("m::t", Check::Summary, &margins, half_passing), Shared::Outcome(_)));
+        // Another process: its passing layer from the list alone (the outcome file is made
+        // unreadable to show it is not read); its failing one needs the outcome.
+        std::fs::write(dir.path().join("m_t.bin"), b"not an outcome").unwrap();
+        let other = CaseCache::new(Some(dir.path().to_path_buf()));
+        let computed_again = || CaseOutcome::failed("m::t", "computed again".into());
+        assert!(matches!(other.get_for("m::t", Check::Layer(ModuleKey::Head), &margins, computed_again), Shared::Passes));
+        match CaseCache::new(Some(dir.path().to_path_buf())).get_for("m::t", Check::Layer(ModuleKey::DecNorm), &margins, computed_again) {
+            Shared::Outcome(o) => assert_eq!(o.setup_error.as_deref(), Some("computed again")),
+            Shared::Passes => panic!("a failing layer passed"),
+        }
+        // Without a shared folder there is no list: always the outcome.
+        assert!(matches!(CaseCache::new(None).get_for("m::t", Check::Layer(ModuleKey::Head), &margins, half_passing), Shared::Outcome(_)));
+    }
+
+    #[test]
+    fn a_setup_error_passes_nothing() {
+        let passing = CaseOutcome { setup_error: Some("no golden".into()), ..half_passing() }.passing(&Margins::default());
+        assert!(!passing.contains(Check::Layer(crate::module_key::ModuleKey::Head)) && !passing.contains(Check::Summary));
     }
 
     #[test]

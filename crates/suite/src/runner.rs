@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use crate::case_cache::CaseCache;
+use crate::case_cache::{CaseCache, Shared};
 use crate::compute::Engine;
 use crate::matrix::Matrix;
 use crate::message;
@@ -152,24 +152,28 @@ fn available(suite: &Suite, case: &CaseId) -> bool {
 
 fn run_one(suite: &Suite, name: &TestName, stop_after: Option<ModuleKey>) -> Result<(), Failed> {
     // The engine writes the case's report after a complete forward.
-    let outcome: Arc<CaseOutcome> = suite.cache.get(&name.case.to_string(), || suite.engine.compute(&suite.root, &name.case, stop_after));
+    let margins = &suite.matrix.margins;
+    let compute = || suite.engine.compute(&suite.root, &name.case, stop_after);
+    let outcome: Arc<CaseOutcome> = match suite.cache.get_for(&name.case.to_string(), name.check, margins, compute) {
+        Shared::Passes => return Ok(()),
+        Shared::Outcome(outcome) => outcome,
+    };
+    if outcome.passes(name.check, margins) {
+        return Ok(());
+    }
     if let Some(e) = &outcome.setup_error {
         return Err(message::setup_failure(name, e).into());
     }
-    match name.check {
-        Check::Summary => match outcome.first_failure() {
-            None => Ok(()),
-            Some(_) => Err(message::summary_failure(name, &outcome).into()),
-        },
+    Err(match name.check {
+        Check::Summary => message::summary_failure(name, &outcome),
         Check::Logits => match &outcome.logits {
-            Some(logits) if logits.verdict(&suite.matrix.margins).passed => Ok(()),
-            Some(logits) => Err(message::logits_failure(name, logits, &suite.matrix.margins).into()),
-            None => Err(format!("{}: no logits were compared in this case's run (was the forward stopped early?)", name.case).into()),
+            Some(logits) => message::logits_failure(name, logits, margins),
+            None => format!("{}: no logits were compared in this case's run (was the forward stopped early?)", name.case),
         },
         Check::Layer(key) => match outcome.layer(&key.to_string()) {
-            Some(layer) if layer.passed() => Ok(()),
-            Some(layer) => Err(message::layer_failure(name, layer, &outcome, &suite.matrix.margins).into()),
-            None => Err(format!("{key} was not recorded in this case's run (was the forward stopped early?)").into()),
+            Some(layer) => message::layer_failure(name, layer, &outcome, margins),
+            None => format!("{key} was not recorded in this case's run (was the forward stopped early?)"),
         },
     }
+    .into())
 }
